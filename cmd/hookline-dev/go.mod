@@ -1,0 +1,8 @@
+module github.com/hookline/hookline/cmd/hookline-dev
+
+go 1.26.0
+
+replace (
+	github.com/hookline/hookline/pkg => ../../pkg
+	github.com/hookline/hookline/proto => ../../proto
+)

@@ -1,0 +1,151 @@
+// Package endpoints carries endpoint configuration from the control plane to
+// the hot path. Ingest writes every change to the JetStream KV bucket
+// [bus.EndpointsBucket]; fan-out and dispatchers keep a [Cache] that watches
+// the bucket, so a change reaches every replica within about a second and no
+// message needs a database read.
+package endpoints
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hookline/hookline/pkg/bus"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+// Put stores ep in the bucket. A deleted endpoint is stored as a tombstone
+// (Deleted set) so that caches can tell "deleted" from "not yet seen".
+func Put(ctx context.Context, kv jetstream.KeyValue, ep *hooklinev1.Endpoint) error {
+	b, err := proto.Marshal(ep)
+	if err != nil {
+		return fmt.Errorf("encode endpoint %s: %w", ep.GetId(), err)
+	}
+	if _, err := kv.Put(ctx, ep.GetId(), b); err != nil {
+		return fmt.Errorf("put endpoint %s in KV: %w", ep.GetId(), err)
+	}
+	return nil
+}
+
+// Cache is an in-memory, always-current copy of the bucket.
+type Cache struct {
+	kv     jetstream.KeyValue
+	log    *slog.Logger
+	synced atomic.Bool
+
+	mu       sync.RWMutex
+	byID     map[string]*hooklinev1.Endpoint
+	byTenant map[string][]*hooklinev1.Endpoint // live endpoints only
+}
+
+// NewCache returns an empty cache over kv; call [Cache.Run] to fill it.
+func NewCache(kv jetstream.KeyValue, log *slog.Logger) *Cache {
+	return &Cache{kv: kv, log: log, byID: map[string]*hooklinev1.Endpoint{}, byTenant: map[string][]*hooklinev1.Endpoint{}}
+}
+
+// Run watches the bucket until ctx ends. [Cache.Synced] turns true once the
+// initial values are loaded.
+func (c *Cache) Run(ctx context.Context) error {
+	w, err := c.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", bus.EndpointsBucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("endpoint watch closed")
+			}
+			if e == nil {
+				c.synced.Store(true)
+				continue
+			}
+			c.apply(e)
+		}
+	}
+}
+
+func (c *Cache) apply(e jetstream.KeyValueEntry) {
+	id := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		c.set(id, &hooklinev1.Endpoint{Id: id, Deleted: true})
+		return
+	}
+	ep := &hooklinev1.Endpoint{}
+	if err := proto.Unmarshal(e.Value(), ep); err != nil {
+		c.log.Error("undecodable endpoint in KV, ignored", "endpoint_id", id, "err", err)
+		return
+	}
+	c.set(id, ep)
+}
+
+func (c *Cache) set(id string, ep *hooklinev1.Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.byID[id]; ok && old.GetVersion() > ep.GetVersion() && !ep.GetDeleted() {
+		return // an older write arriving late
+	}
+	old := c.byID[id]
+	c.byID[id] = ep
+	tenant := ep.GetTenantId()
+	if tenant == "" && old != nil {
+		tenant = old.GetTenantId()
+	}
+	list := c.byTenant[tenant]
+	out := make([]*hooklinev1.Endpoint, 0, len(list)+1)
+	for _, x := range list {
+		if x.GetId() != id {
+			out = append(out, x)
+		}
+	}
+	if !ep.GetDeleted() {
+		out = append(out, ep)
+	}
+	c.byTenant[tenant] = out
+}
+
+// Synced reports whether the initial load finished.
+func (c *Cache) Synced() bool { return c.synced.Load() }
+
+// ForTenant returns the tenant's live endpoints (disabled ones included).
+// The slice must not be modified.
+func (c *Cache) ForTenant(tenant string) []*hooklinev1.Endpoint {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.byTenant[tenant]
+}
+
+// Get returns the endpoint with id from memory, or, when the cache has not
+// seen it yet, from the bucket. It returns (nil, nil) when the endpoint does
+// not exist at all. A deleted endpoint is returned with Deleted set.
+func (c *Cache) Get(ctx context.Context, id string) (*hooklinev1.Endpoint, error) {
+	c.mu.RLock()
+	ep, ok := c.byID[id]
+	c.mu.RUnlock()
+	if ok {
+		return ep, nil
+	}
+	e, err := c.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get endpoint %s from KV: %w", id, err)
+	}
+	c.apply(e)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.byID[id], nil
+}

@@ -1,0 +1,59 @@
+// Package ids makes Hookline's opaque, prefixed identifiers ("evt_…", "ep_…").
+// Generated ids sort by creation time: 48 bits of Unix milliseconds followed by
+// 80 random bits, in Crockford base32 (the ULID layout), so they are also valid
+// NATS subject tokens.
+package ids
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"regexp"
+	"time"
+)
+
+// Prefixes of the id types.
+const (
+	Event      = "evt_"
+	Endpoint   = "ep_"
+	DeadLetter = "dl_"
+	Replay     = "rpl_"
+	APIKey     = "key_"
+	Delivery   = "dlv_"
+	Reject     = "rej_"
+)
+
+const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// New returns prefix followed by a new time-sortable id.
+func New(prefix string) string {
+	return NewAt(prefix, time.Now())
+}
+
+// NewAt returns a new id for time t.
+func NewAt(prefix string, t time.Time) string {
+	var b [16]byte
+	ms := uint64(t.UnixMilli()) //nolint:gosec // times before 1970 do not occur
+	binary.BigEndian.PutUint16(b[0:2], uint16(ms>>32))
+	binary.BigEndian.PutUint32(b[2:6], uint32(ms))
+	_, _ = rand.Read(b[6:]) // crypto/rand.Read never fails on supported platforms
+	return prefix + encode(b)
+}
+
+// encode writes 128 bits as 26 base32 characters (the first carries 3 bits).
+func encode(b [16]byte) string {
+	hi := binary.BigEndian.Uint64(b[0:8])
+	lo := binary.BigEndian.Uint64(b[8:16])
+	var out [26]byte
+	for i := 25; i >= 0; i-- {
+		out[i] = alphabet[lo&31]
+		lo = lo>>5 | hi<<59
+		hi >>= 5
+	}
+	return string(out[:])
+}
+
+var producerID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidEventID reports whether a producer-chosen event id is acceptable
+// (CONTRACT 2: [A-Za-z0-9_-]{1,64}).
+func ValidEventID(id string) bool { return producerID.MatchString(id) }

@@ -1,0 +1,163 @@
+-- Hookline's schema: the control plane (tenants, keys, endpoints), the event
+-- log, delivery state, the attempt log, dead letters, parked retries and
+-- rejected NATS messages. One schema shared by every service.
+SET lock_timeout = '5s';
+
+CREATE TABLE tenants (
+    id          text PRIMARY KEY,
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE api_keys (
+    id          text PRIMARY KEY,
+    tenant_id   text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name        text NOT NULL,
+    -- SHA-256 of the token: tokens carry 256 random bits, so a fast hash is
+    -- safe and keeps authentication cheap on every request.
+    token_hash  bytea NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+CREATE INDEX api_keys_tenant ON api_keys (tenant_id, id);
+
+CREATE TABLE endpoints (
+    id                          text PRIMARY KEY,
+    tenant_id                   text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    url                         text NOT NULL,
+    description                 text NOT NULL DEFAULT '',
+    event_types                 text[] NOT NULL DEFAULT '{}',
+    filter                      text,
+    headers                     jsonb NOT NULL DEFAULT '{}',
+    secret                      text NOT NULL,
+    previous_secret             text,
+    previous_secret_expires_at  timestamptz,
+    timeout_ms                  integer NOT NULL DEFAULT 15000,
+    retry_schedule              text[] NOT NULL,
+    rate_limit                  integer NOT NULL DEFAULT 0,
+    ordering                    text NOT NULL DEFAULT 'key',
+    disabled                    boolean NOT NULL DEFAULT false,
+    disabled_at                 timestamptz,
+    disabled_reason             text,
+    propagate_trace             boolean NOT NULL DEFAULT true,
+    version                     bigint NOT NULL DEFAULT 1,
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    updated_at                  timestamptz NOT NULL DEFAULT now(),
+    deleted_at                  timestamptz
+);
+CREATE INDEX endpoints_tenant ON endpoints (tenant_id, id) WHERE deleted_at IS NULL;
+
+CREATE TABLE events (
+    tenant_id        text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    id               text NOT NULL,
+    type             text NOT NULL,
+    data             json NOT NULL,
+    ordering_key     text,
+    idempotency_key  text,
+    source           text NOT NULL DEFAULT 'http',
+    accepted_at      timestamptz NOT NULL,
+    -- published is false until JetStream acknowledged the event; the outbox
+    -- relay republishes rows left false by a crash.
+    published        boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE UNIQUE INDEX events_idempotency_key ON events (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX events_tenant_time ON events (tenant_id, accepted_at DESC, id DESC);
+CREATE INDEX events_tenant_type_time ON events (tenant_id, type, accepted_at DESC, id DESC);
+CREATE INDEX events_unpublished ON events (accepted_at) WHERE NOT published;
+
+CREATE TABLE deliveries (
+    id                text PRIMARY KEY,
+    tenant_id         text NOT NULL,
+    event_id          text NOT NULL,
+    endpoint_id       text NOT NULL,
+    status            text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'dead')),
+    attempts          integer NOT NULL DEFAULT 0,
+    last_status_code  integer,
+    last_error        text,
+    delivered_at      timestamptz,
+    replay_id         text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX deliveries_event ON deliveries (tenant_id, event_id, created_at);
+
+CREATE TABLE attempts (
+    delivery_id    text NOT NULL,
+    attempt        integer NOT NULL,
+    tenant_id      text NOT NULL,
+    event_id       text NOT NULL,
+    endpoint_id    text NOT NULL,
+    started_at     timestamptz NOT NULL,
+    duration_ms    integer NOT NULL,
+    status_code    integer,
+    error          text,
+    response_body  text,
+    succeeded      boolean NOT NULL,
+    PRIMARY KEY (delivery_id, attempt)
+);
+CREATE INDEX attempts_endpoint_time ON attempts (endpoint_id, started_at DESC);
+CREATE INDEX attempts_event ON attempts (tenant_id, event_id, endpoint_id);
+
+CREATE TABLE dead_letters (
+    id                text PRIMARY KEY,
+    tenant_id         text NOT NULL,
+    delivery_id       text NOT NULL UNIQUE,
+    event_id          text NOT NULL,
+    endpoint_id       text NOT NULL,
+    event_type        text NOT NULL,
+    ordering_key      text,
+    reason            text NOT NULL,
+    attempts          integer NOT NULL,
+    last_status_code  integer,
+    last_error        text,
+    dead_at           timestamptz NOT NULL,
+    replays           integer NOT NULL DEFAULT 0,
+    resolved_at       timestamptz,
+    discarded_at      timestamptz,
+    discarded_by      text
+);
+CREATE INDEX dead_letters_tenant_time ON dead_letters (tenant_id, dead_at DESC, id DESC) WHERE discarded_at IS NULL;
+CREATE INDEX dead_letters_endpoint_time ON dead_letters (tenant_id, endpoint_id, dead_at DESC, id DESC) WHERE discarded_at IS NULL;
+CREATE INDEX dead_letters_type_time ON dead_letters (tenant_id, event_type, dead_at DESC, id DESC) WHERE discarded_at IS NULL;
+CREATE INDEX dead_letters_reason_time ON dead_letters (tenant_id, reason, dead_at DESC, id DESC) WHERE discarded_at IS NULL;
+
+-- Deliveries waiting for a later attempt. The dispatcher acknowledges the
+-- JetStream message once the row is written, so a wait of hours holds no ack
+-- slot and survives restarts; the retry scheduler republishes due rows.
+CREATE TABLE delivery_retries (
+    delivery_id  text PRIMARY KEY,
+    tenant_id    text NOT NULL,
+    endpoint_id  text NOT NULL,
+    due_at       timestamptz NOT NULL,
+    payload      bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX delivery_retries_due ON delivery_retries (due_at);
+
+-- NATS messages that failed validation (CONTRACT 4).
+CREATE TABLE rejected_events (
+    id           text PRIMARY KEY,
+    tenant_id    text,
+    subject      text NOT NULL,
+    event_type   text,
+    event_id     text,
+    reason       text NOT NULL,
+    detail       text NOT NULL,
+    size_bytes   integer NOT NULL,
+    payload      bytea,
+    received_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX rejected_events_time ON rejected_events (received_at DESC, id DESC);
+
+---- create above / drop below ----
+
+DROP TABLE rejected_events;
+DROP TABLE delivery_retries;
+DROP TABLE dead_letters;
+DROP TABLE attempts;
+DROP TABLE deliveries;
+DROP TABLE events;
+DROP TABLE endpoints;
+DROP TABLE api_keys;
+DROP TABLE tenants;
