@@ -6,6 +6,7 @@ package ids
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"regexp"
 	"time"
@@ -57,3 +58,13 @@ var producerID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // ValidEventID reports whether a producer-chosen event id is acceptable
 // (CONTRACT 2: [A-Za-z0-9_-]{1,64}).
 func ValidEventID(id string) bool { return producerID.MatchString(id) }
+
+// DeliveryFor is the id of the first delivery of an event to an endpoint. It
+// is derived, not random, so a fan-out repeated after a crash produces the
+// same id (and the same Nats-Msg-Id) and is deduplicated.
+func DeliveryFor(tenant, eventID, endpointID string) string {
+	h := sha256.Sum256([]byte(tenant + "\x00" + eventID + "\x00" + endpointID))
+	var b [16]byte
+	copy(b[:], h[:16])
+	return Delivery + encode(b)
+}

@@ -1,0 +1,25 @@
+package bus
+
+import "strconv"
+
+// Nats-Msg-Id values. Each is derived from what is published, so a repeated
+// publish of the same thing (after a crash, a redelivery or a relay) falls in
+// the stream's duplicate window and is dropped.
+
+// EventMsgID identifies an accepted event.
+func EventMsgID(tenant, eventID string) string { return "evt:" + tenant + ":" + eventID }
+
+// DeliveryMsgID identifies a delivery about to make attempt attempts+1.
+func DeliveryMsgID(deliveryID string, attempts uint32) string {
+	return "dlv:" + deliveryID + ":" + strconv.FormatUint(uint64(attempts), 10)
+}
+
+// AttemptMsgID identifies an attempt's outcome.
+func AttemptMsgID(deliveryID string, attempt uint32) string {
+	return "att:" + deliveryID + ":" + strconv.FormatUint(uint64(attempt), 10)
+}
+
+// DeadMsgID identifies a dead letter of a delivery after attempts attempts.
+func DeadMsgID(deliveryID string, attempts uint32) string {
+	return "dead:" + deliveryID + ":" + strconv.FormatUint(uint64(attempts), 10)
+}
