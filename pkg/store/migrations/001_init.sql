@@ -150,8 +150,54 @@ CREATE TABLE rejected_events (
 );
 CREATE INDEX rejected_events_time ON rejected_events (received_at DESC, id DESC);
 
+-- Replays of dead letters (deadletter service). A replay's items are the dead
+-- letters it matched; delivery_id is set once that item's new delivery is
+-- queued, so a runner restarted mid-replay resumes without resending.
+CREATE TABLE replays (
+    id               text PRIMARY KEY,
+    tenant_id        text NOT NULL,
+    filter           jsonb NOT NULL DEFAULT '{}',
+    rate_per_second  integer NOT NULL DEFAULT 50,
+    dry_run          boolean NOT NULL DEFAULT false,
+    state            text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'cancelled', 'failed')),
+    matched          integer NOT NULL DEFAULT 0,
+    replayed         integer NOT NULL DEFAULT 0,
+    created_by       text NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz
+);
+CREATE INDEX replays_tenant_time ON replays (tenant_id, created_at DESC, id DESC);
+CREATE INDEX replays_running ON replays (created_at) WHERE state = 'running';
+
+CREATE TABLE replay_items (
+    replay_id       text NOT NULL REFERENCES replays (id) ON DELETE CASCADE,
+    dead_letter_id  text NOT NULL,
+    delivery_id     text,
+    -- done_at is set once the item is handled: sent, or skipped because the
+    -- dead letter was discarded or already has a replay delivery pending.
+    done_at         timestamptz,
+    PRIMARY KEY (replay_id, dead_letter_id)
+);
+CREATE INDEX replay_items_dead_letter ON replay_items (dead_letter_id);
+CREATE INDEX deliveries_replay ON deliveries (replay_id, status) WHERE replay_id IS NOT NULL;
+
+-- Who discarded or replayed what (CONTRACT 2.4).
+CREATE TABLE audit_log (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id  text NOT NULL,
+    actor      text NOT NULL,
+    action     text NOT NULL,
+    target     text NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX audit_log_tenant_time ON audit_log (tenant_id, at DESC);
+
 ---- create above / drop below ----
 
+DROP TABLE audit_log;
+DROP INDEX deliveries_replay;
+DROP TABLE replay_items;
+DROP TABLE replays;
 DROP TABLE rejected_events;
 DROP TABLE delivery_retries;
 DROP TABLE dead_letters;

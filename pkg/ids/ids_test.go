@@ -1,0 +1,50 @@
+package ids
+
+import (
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNewSortsByTime(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	var got []string
+	for i := range 100 {
+		got = append(got, NewAt(Event, base.Add(time.Duration(i)*time.Millisecond)))
+	}
+	if !sort.StringsAreSorted(got) {
+		t.Fatal("ids are not sorted by time")
+	}
+	for _, id := range got {
+		if !strings.HasPrefix(id, Event) || len(id) != len(Event)+26 || !ValidEventID(id) {
+			t.Fatalf("bad id %q", id)
+		}
+	}
+	if New(Event) == New(Event) {
+		t.Fatal("two ids collided")
+	}
+}
+
+func TestDeliveryForIsStable(t *testing.T) {
+	t.Parallel()
+	a := DeliveryFor("acme", "evt_1", "ep_1")
+	if a != DeliveryFor("acme", "evt_1", "ep_1") || a == DeliveryFor("acme", "evt_1", "ep_2") || a == DeliveryFor("acme2", "evt_1", "ep_1") {
+		t.Fatal("DeliveryFor must be a function of its inputs only")
+	}
+}
+
+func TestValidEventID(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"a", "evt_1", "A-b_9", strings.Repeat("x", 64)} {
+		if !ValidEventID(ok) {
+			t.Errorf("ValidEventID(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", strings.Repeat("x", 65), "a.b", "a b", "ü"} {
+		if ValidEventID(bad) {
+			t.Errorf("ValidEventID(%q) = true", bad)
+		}
+	}
+}
