@@ -1,0 +1,96 @@
+package endpoints_test
+
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/natstest"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+func TestCacheFollowsBucket(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	kv, err := bus.EnsureEndpointsBucket(ctx, js, bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One endpoint exists before the cache starts, one is added after.
+	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_a", TenantId: "acme", Url: "http://a", Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cache := endpoints.NewCache(kv, slog.New(slog.DiscardHandler))
+	go func() { _ = cache.Run(ctx) }()
+	waitFor(t, "synced", func() error {
+		if !cache.Synced() {
+			return fmt.Errorf("not synced")
+		}
+		return nil
+	})
+	if got := cache.ForTenant("acme"); len(got) != 1 || got[0].GetId() != "ep_a" {
+		t.Fatalf("ForTenant = %v", got)
+	}
+	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_b", TenantId: "acme", Url: "http://b", Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_a", TenantId: "acme", Url: "http://a2", Version: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "update", func() error {
+		got := cache.ForTenant("acme")
+		if len(got) != 2 {
+			return fmt.Errorf("ForTenant = %v", got)
+		}
+		ep, _ := cache.Get(ctx, "ep_a")
+		if ep.GetUrl() != "http://a2" {
+			return fmt.Errorf("ep_a url %q", ep.GetUrl())
+		}
+		return nil
+	})
+	// A tombstone removes the endpoint from the tenant's list but Get says deleted.
+	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_b", TenantId: "acme", Version: 2, Deleted: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "tombstone", func() error {
+		if got := cache.ForTenant("acme"); len(got) != 1 {
+			return fmt.Errorf("ForTenant = %v", got)
+		}
+		return nil
+	})
+	ep, err := cache.Get(ctx, "ep_b")
+	if err != nil || ep == nil || !ep.GetDeleted() {
+		t.Fatalf("Get(ep_b) = %v, %v; want a tombstone", ep, err)
+	}
+	if ep, err := cache.Get(ctx, "ep_never"); err != nil || ep != nil {
+		t.Fatalf("Get(ep_never) = %v, %v; want nil, nil", ep, err)
+	}
+}
+
+func waitFor(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
