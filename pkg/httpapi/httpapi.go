@@ -45,7 +45,9 @@ func NewProblem(status int, slug, detail string) *Problem {
 }
 
 // Common problems.
-func BadRequest(detail string) *Problem { return NewProblem(http.StatusBadRequest, "bad-request", detail) }
+func BadRequest(detail string) *Problem {
+	return NewProblem(http.StatusBadRequest, "bad-request", detail)
+}
 func NotFound(what string) *Problem {
 	return NewProblem(http.StatusNotFound, "not-found", what+" not found")
 }
