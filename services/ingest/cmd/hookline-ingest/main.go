@@ -1,0 +1,84 @@
+// Command hookline-ingest runs Hookline's ingest service: the public API and
+// event intake. "hookline-ingest migrate" applies the database schema and
+// exits.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/logging"
+	"github.com/hookline/hookline/pkg/store"
+	"github.com/hookline/hookline/pkg/telemetry"
+	"github.com/hookline/hookline/pkg/version"
+	"github.com/hookline/hookline/services/ingest"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+const name = ingest.ServiceName
+
+// run is main with its inputs as arguments; it returns the exit status.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fail := func(format string, a ...any) int {
+		_, _ = fmt.Fprintf(stderr, name+": "+format+"\n", a...)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	switch {
+	case len(args) == 0:
+	case len(args) == 1 && args[0] == "migrate":
+		cfg, err := config.Load(getenv, config.Need{Database: true})
+		if err != nil {
+			return fail("%s", config.FirstLine(err))
+		}
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		if err := store.Migrate(mctx, cfg.DatabaseURL); err != nil {
+			return fail("%s", oneLine(err))
+		}
+		_, _ = fmt.Fprintln(stdout, name+": database schema is up to date")
+		return 0
+	case len(args) == 1 && (args[0] == "version" || args[0] == "--version"):
+		_, _ = fmt.Fprintln(stdout, name, version.Version)
+		return 0
+	default:
+		_, _ = fmt.Fprintf(stderr, "%s: unknown arguments %q (usage: %s [migrate|version])\n", name, args, name)
+		return 2
+	}
+
+	cfg, err := config.Load(getenv, config.Need{NATS: true, Database: true, AdminToken: true})
+	if err != nil {
+		return fail("%s", config.FirstLine(err))
+	}
+	log := logging.New(stdout, cfg.LogLevel, name)
+
+	shutdownTelemetry, err := telemetry.Start(ctx, name)
+	if err != nil {
+		return fail("telemetry: %s", oneLine(err))
+	}
+	defer func() { // flush even though ctx has ended
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = shutdownTelemetry(c)
+	}()
+
+	log.Info("starting", "version", version.Version)
+	if err := ingest.Run(ctx, cfg, log); err != nil {
+		log.Error("ingest stopped with an error", "err", err)
+		return fail("%s", oneLine(err))
+	}
+	return 0
+}
+
+func oneLine(err error) string { return config.FirstLine(err) }

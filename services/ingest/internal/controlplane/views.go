@@ -1,0 +1,213 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hookline/hookline/pkg/apitime"
+	"github.com/hookline/hookline/pkg/httpapi"
+)
+
+// endpointView is an endpoint as the API shows it: every field, defaults
+// included. Secret and Health are added by the single-endpoint routes.
+type endpointView struct {
+	ID             string            `json:"id"`
+	TenantID       string            `json:"tenant_id"`
+	URL            string            `json:"url"`
+	Description    string            `json:"description"`
+	EventTypes     []string          `json:"event_types"`
+	Filter         *string           `json:"filter"`
+	Headers        map[string]string `json:"headers"`
+	TimeoutMS      int               `json:"timeout_ms"`
+	RetrySchedule  []string          `json:"retry_schedule"`
+	RateLimit      int               `json:"rate_limit"`
+	Ordering       string            `json:"ordering"`
+	Disabled       bool              `json:"disabled"`
+	PropagateTrace bool              `json:"propagate_trace"`
+	Version        int64             `json:"version"`
+	CreatedAt      string            `json:"created_at"`
+	UpdatedAt      string            `json:"updated_at"`
+	Secret         string            `json:"secret,omitempty"`
+	Health         *healthView       `json:"health,omitempty"`
+}
+
+type healthView struct {
+	SuccessRate    *float64 `json:"success_rate"`
+	LastStatusCode *int     `json:"last_status_code"`
+	LastAttemptAt  *string  `json:"last_attempt_at"`
+	Circuit        string   `json:"circuit"`
+	DisabledAt     *string  `json:"disabled_at"`
+	DisabledReason *string  `json:"disabled_reason"`
+}
+
+func view(e endpoint) endpointView {
+	v := endpointView{
+		ID:             e.ID,
+		TenantID:       e.TenantID,
+		URL:            e.URL,
+		Description:    e.Description,
+		EventTypes:     e.EventTypes,
+		Filter:         e.Filter,
+		Headers:        e.Headers,
+		TimeoutMS:      e.TimeoutMS,
+		RetrySchedule:  e.RetrySchedule,
+		RateLimit:      e.RateLimit,
+		Ordering:       e.Ordering,
+		Disabled:       e.Disabled,
+		PropagateTrace: e.PropagateTrace,
+		Version:        e.Version,
+		CreatedAt:      apitime.Format(e.CreatedAt),
+		UpdatedAt:      apitime.Format(e.UpdatedAt),
+	}
+	if v.EventTypes == nil {
+		v.EventTypes = []string{}
+	}
+	if v.Headers == nil {
+		v.Headers = map[string]string{}
+	}
+	if v.RetrySchedule == nil {
+		v.RetrySchedule = []string{}
+	}
+	return v
+}
+
+// fullView adds the secret and the endpoint's health.
+func (a *API) fullView(ctx context.Context, e endpoint) (endpointView, error) {
+	v := view(e)
+	v.Secret = e.Secret
+	h := &healthView{
+		Circuit:        "closed",
+		DisabledAt:     apitime.FormatPtr(e.DisabledAt),
+		DisabledReason: e.DisabledReason,
+	}
+	var total, succeeded int
+	err := a.pool.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE succeeded) FROM (
+			SELECT succeeded FROM attempts WHERE endpoint_id = $1 ORDER BY started_at DESC LIMIT 100
+		) last`, e.ID).Scan(&total, &succeeded)
+	if err != nil {
+		return v, dbError("read endpoint health", err)
+	}
+	if total > 0 {
+		rate := float64(succeeded) / float64(total)
+		h.SuccessRate = &rate
+		var at time.Time
+		err := a.pool.QueryRow(ctx, `
+			SELECT status_code, started_at FROM attempts WHERE endpoint_id = $1
+			ORDER BY started_at DESC LIMIT 1`, e.ID).Scan(&h.LastStatusCode, &at)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return v, dbError("read endpoint health", err)
+		}
+		h.LastAttemptAt = apitime.FormatPtr(&at)
+	}
+	v.Health = h
+	return v, nil
+}
+
+type attemptView struct {
+	DeliveryID   string  `json:"delivery_id"`
+	EventID      string  `json:"event_id"`
+	Attempt      int     `json:"attempt"`
+	StartedAt    string  `json:"started_at"`
+	DurationMS   int     `json:"duration_ms"`
+	StatusCode   *int    `json:"status_code"`
+	Error        *string `json:"error"`
+	ResponseBody *string `json:"response_body"`
+	Succeeded    bool    `json:"succeeded"`
+}
+
+// listAttempts lists the endpoint's attempt log, newest first. since is
+// inclusive and until exclusive; the cursor holds the last row's start time
+// and "delivery_id/attempt".
+func (a *API) listAttempts(w http.ResponseWriter, r *http.Request) error {
+	tenant, err := a.tenantScope(r)
+	if err != nil {
+		return err
+	}
+	e, err := a.loadEndpoint(r.Context(), a.pool, tenant, r.PathValue("id"), false)
+	if err != nil {
+		return err
+	}
+	p, err := httpapi.ParseList(r)
+	if err != nil {
+		return err
+	}
+	var succeeded *bool
+	switch s := r.URL.Query().Get("status"); s {
+	case "":
+	case "succeeded", "failed":
+		b := s == "succeeded"
+		succeeded = &b
+	default:
+		return httpapi.Invalid(httpapi.FieldError{Field: "status", Message: `must be "succeeded" or "failed"`})
+	}
+	since, err := httpapi.ParseTime(r, "since")
+	if err != nil {
+		return err
+	}
+	until, err := httpapi.ParseTime(r, "until")
+	if err != nil {
+		return err
+	}
+	var curT *time.Time
+	var curDelivery string
+	var curAttempt int
+	if p.Cursor != nil {
+		d, n, ok := strings.Cut(p.Cursor.ID, "/")
+		att, aerr := strconv.Atoi(n)
+		if !ok || aerr != nil {
+			return httpapi.Invalid(httpapi.FieldError{Field: "cursor", Message: "is not a cursor this API returned"})
+		}
+		t := p.Cursor.Time
+		curT, curDelivery, curAttempt = &t, d, att
+	}
+	rows, err := a.pool.Query(r.Context(), `
+		SELECT delivery_id, event_id, attempt, started_at, duration_ms, status_code, error, response_body, succeeded
+		FROM attempts
+		WHERE endpoint_id = $1 AND tenant_id = $2
+		  AND ($3::boolean IS NULL OR succeeded = $3)
+		  AND ($4::timestamptz IS NULL OR started_at >= $4)
+		  AND ($5::timestamptz IS NULL OR started_at < $5)
+		  AND ($6::timestamptz IS NULL OR (started_at, delivery_id, attempt) < ($6, $7, $8))
+		ORDER BY started_at DESC, delivery_id DESC, attempt DESC
+		LIMIT $9`, e.ID, tenant, succeeded, since, until, curT, curDelivery, curAttempt, p.Limit+1)
+	if err != nil {
+		return dbError("list attempts", err)
+	}
+	type row struct {
+		view attemptView
+		at   time.Time
+	}
+	list, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (row, error) {
+		var x row
+		err := cr.Scan(&x.view.DeliveryID, &x.view.EventID, &x.view.Attempt, &x.at, &x.view.DurationMS,
+			&x.view.StatusCode, &x.view.Error, &x.view.ResponseBody, &x.view.Succeeded)
+		x.view.StartedAt = apitime.Format(x.at)
+		if x.view.StatusCode != nil && *x.view.StatusCode == 0 {
+			x.view.StatusCode = nil
+		}
+		if x.view.Error != nil && *x.view.Error == "" {
+			x.view.Error = nil
+		}
+		return x, err
+	})
+	if err != nil {
+		return dbError("list attempts", err)
+	}
+	list, next := httpapi.NextPage(list, p.Limit, func(x row) httpapi.Cursor {
+		return httpapi.Cursor{Time: x.at, ID: fmt.Sprintf("%s/%d", x.view.DeliveryID, x.view.Attempt)}
+	})
+	out := httpapi.Page[attemptView]{Data: make([]attemptView, 0, len(list)), NextCursor: next}
+	for _, x := range list {
+		out.Data = append(out.Data, x.view)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,25 @@
+// Package events is the ingest service's event intake: the HTTP routes under
+// /v1/tenants/{tenant}/events, the NATS intake consumer of
+// HOOKLINE_INTAKE, and the outbox relay.
+//
+// Every accepted event follows one path ([Service.Accept]): it is validated,
+// inserted into the events table with ON CONFLICT DO NOTHING (the primary key
+// (tenant_id, id) and the unique (tenant_id, idempotency_key) index make a
+// repeated id or Idempotency-Key a duplicate, however many requests race),
+// published as a hooklinev1.Event on HOOKLINE_EVENTS with a Nats-Msg-Id
+// derived from the event, and marked published once JetStream acknowledged
+// it. Only then is it answered 202. A duplicate answers the first event's
+// id, type and accepted_at, and publishes the stored event again if it was
+// never acknowledged (JetStream drops the copy when it was).
+//
+// When the publish fails the row stays published=false and the caller gets a
+// 503 (HTTP) or a delayed NAK (NATS). The relay ([Service.RunRelay])
+// republishes rows left unpublished for a few seconds, which covers a crash
+// between the INSERT and the publish.
+//
+// The NATS intake ([Service.RunIntake]) handles messages concurrently in
+// lanes: messages sharing a tenant and ordering key are hashed to the same
+// lane and accepted in stream order. A message that fails validation is
+// recorded in rejected_events with a reason and acknowledged; a message that
+// meets a transient failure is NAKed with a delay and never acknowledged.
+package events

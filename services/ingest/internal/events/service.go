@@ -1,0 +1,476 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hookline/hookline/pkg/apitime"
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/eventtype"
+	"github.com/hookline/hookline/pkg/httpapi"
+	"github.com/hookline/hookline/pkg/ids"
+	"github.com/hookline/hookline/pkg/telemetry"
+	"github.com/hookline/hookline/proto/hooklinev1"
+)
+
+// Limits on event fields (CONTRACT 2.3).
+const (
+	MaxOrderingKeyLen    = 256
+	MaxIdempotencyKeyLen = 255
+	MaxBatch             = 500
+)
+
+// retryAfter is the Retry-After, in seconds, of a 503 answered when an event
+// cannot be made durable.
+const retryAfter = 2
+
+// Service accepts events over HTTP and NATS and relays unpublished ones.
+type Service struct {
+	pool *pgxpool.Pool
+	js   jetstream.JetStream
+	cfg  config.Config
+	log  *slog.Logger
+
+	// Tunables; tests shorten them.
+	publishTimeout time.Duration // wait for JetStream acks
+	relayEvery     time.Duration
+	relayAge       time.Duration // unpublished rows younger than this are left to Accept
+	relayBatch     int
+	intakeLanes    int
+	nakDelay       time.Duration
+}
+
+// New returns a Service. cfg.MaxEventBytes bounds event data (default
+// [config.DefaultMaxEventBytes]).
+func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slog.Logger) *Service {
+	if cfg.MaxEventBytes <= 0 {
+		cfg.MaxEventBytes = config.DefaultMaxEventBytes
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
+	}
+	return &Service{
+		pool:           pool,
+		js:             js,
+		cfg:            cfg,
+		log:            log,
+		publishTimeout: 10 * time.Second,
+		relayEvery:     2 * time.Second,
+		relayAge:       5 * time.Second,
+		relayBatch:     500,
+		intakeLanes:    32,
+		nakDelay:       2 * time.Second,
+	}
+}
+
+// Input is an event to accept.
+type Input struct {
+	TenantID       string
+	ID             string // producer-chosen; empty: generated
+	Type           string
+	Data           []byte // JSON, kept byte for byte
+	OrderingKey    string
+	IdempotencyKey string
+	// OnlyEndpointID restricts fan-out to one endpoint (test events).
+	OnlyEndpointID string
+	// Source records where the event came from: "http" (default) or "nats".
+	Source string
+}
+
+// Result is the answer to an accepted event. For a duplicate it describes
+// the event first accepted with that id or Idempotency-Key.
+type Result struct {
+	ID         string
+	Type       string
+	AcceptedAt time.Time
+	Duplicate  bool
+}
+
+// Accept makes one event durable: stored, then published on HOOKLINE_EVENTS
+// and acknowledged by JetStream. Errors are *httpapi.Problem values (possibly
+// wrapping a cause): 413 or 422 for a bad event, 404 for an unknown tenant,
+// 503 when the event store or the bus is unreachable (retrying with the same
+// id or Idempotency-Key is safe).
+func (s *Service) Accept(ctx context.Context, in Input) (Result, error) {
+	out := s.acceptAll(ctx, []Input{in})
+	return out[0].res, out[0].err
+}
+
+type outcome struct {
+	res Result
+	err error
+}
+
+// item is an event on its way through acceptAll.
+type item struct {
+	idx        int
+	in         Input
+	id         string
+	acceptedAt time.Time
+
+	inserted  bool
+	published bool // of the existing row, for a duplicate
+	existing  *storedEvent
+}
+
+type storedEvent struct {
+	id, typ, orderingKey, onlyEndpoint string
+	data                               []byte
+	acceptedAt                         time.Time
+	published                          bool
+}
+
+// acceptAll accepts events independently: one bad or failing event fails
+// alone. Publishes go out together and are sent in input order, so events
+// sharing an ordering key reach the stream in that order.
+func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
+	out := make([]outcome, len(ins))
+	var items []*item
+	for i, in := range ins {
+		if in.Source == "" {
+			in.Source = "http"
+		}
+		if err := s.validate(in); err != nil {
+			out[i].err = err
+			continue
+		}
+		id := in.ID
+		if id == "" {
+			id = ids.New(ids.Event)
+		}
+		items = append(items, &item{idx: i, in: in, id: id, acceptedAt: apitime.Now()})
+	}
+	if len(items) == 0 {
+		return out
+	}
+	// The client going away must not leave an event half accepted when it
+	// can be helped: finish the work under our own deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.publishTimeout+10*time.Second)
+	defer cancel()
+
+	s.insertAll(ctx, items, out)
+
+	var toPublish []*item
+	var events []*hooklinev1.Event
+	for _, it := range items {
+		if out[it.idx].err != nil {
+			continue
+		}
+		if it.inserted {
+			toPublish = append(toPublish, it)
+			events = append(events, &hooklinev1.Event{
+				TenantId:       it.in.TenantID,
+				Id:             it.id,
+				Type:           it.in.Type,
+				Data:           it.in.Data,
+				OrderingKey:    it.in.OrderingKey,
+				AcceptedAt:     timestamppb.New(it.acceptedAt),
+				OnlyEndpointId: it.in.OnlyEndpointID,
+			})
+			out[it.idx].res = Result{ID: it.id, Type: it.in.Type, AcceptedAt: it.acceptedAt}
+			continue
+		}
+		e := it.existing
+		out[it.idx].res = Result{ID: e.id, Type: e.typ, AcceptedAt: e.acceptedAt, Duplicate: true}
+		if !e.published {
+			// The first request may still be publishing, or may have failed:
+			// a 202 must mean durable, so publish it too; JetStream drops the
+			// copy by its Nats-Msg-Id.
+			toPublish = append(toPublish, it)
+			events = append(events, eventOf(it.in.TenantID, e))
+		}
+	}
+	if len(events) == 0 {
+		return out
+	}
+	errs := s.publish(ctx, events)
+	var done []*hooklinev1.Event
+	for i, it := range toPublish {
+		if errs[i] != nil {
+			out[it.idx] = outcome{err: unavailable("the event bus is unreachable", errs[i])}
+			continue
+		}
+		done = append(done, events[i])
+	}
+	if err := s.markPublished(ctx, done); err != nil {
+		// The events are durable in JetStream; the relay will publish them
+		// again and JetStream or fan-out drops the copies.
+		s.log.WarnContext(ctx, "mark events published", "err", err, "events", len(done))
+	}
+	return out
+}
+
+func eventOf(tenant string, e *storedEvent) *hooklinev1.Event {
+	return &hooklinev1.Event{
+		TenantId:       tenant,
+		Id:             e.id,
+		Type:           e.typ,
+		Data:           e.data,
+		OrderingKey:    e.orderingKey,
+		AcceptedAt:     timestamppb.New(e.acceptedAt),
+		OnlyEndpointId: e.onlyEndpoint,
+	}
+}
+
+// validate checks an input; the problem names the field at fault.
+func (s *Service) validate(in Input) error {
+	if in.TenantID == "" {
+		return httpapi.NotFound("tenant")
+	}
+	if int64(len(in.Data)) > s.cfg.MaxEventBytes {
+		return dataTooLarge(s.cfg.MaxEventBytes)
+	}
+	var errs []httpapi.FieldError
+	if !eventtype.Valid(in.Type) {
+		msg := "must match [A-Za-z0-9_-]+(.[A-Za-z0-9_-]+)*"
+		if in.Type == "" {
+			msg = "is required"
+		} else if len(in.Type) > eventtype.MaxLen {
+			msg = fmt.Sprintf("must be at most %d characters", eventtype.MaxLen)
+		}
+		errs = append(errs, httpapi.FieldError{Field: "type", Message: msg})
+	}
+	switch {
+	case len(in.Data) == 0:
+		errs = append(errs, httpapi.FieldError{Field: "data", Message: "is required (any JSON value)"})
+	case !utf8.Valid(in.Data):
+		errs = append(errs, httpapi.FieldError{Field: "data", Message: "must be UTF-8 encoded JSON"})
+	case !json.Valid(in.Data):
+		errs = append(errs, httpapi.FieldError{Field: "data", Message: "must be a JSON value"})
+	}
+	if in.ID != "" && !ids.ValidEventID(in.ID) {
+		errs = append(errs, httpapi.FieldError{Field: "id", Message: "must match [A-Za-z0-9_-]{1,64}"})
+	}
+	if msg := checkText(in.OrderingKey, MaxOrderingKeyLen); msg != "" {
+		errs = append(errs, httpapi.FieldError{Field: "ordering_key", Message: msg})
+	}
+	if msg := checkText(in.IdempotencyKey, MaxIdempotencyKeyLen); msg != "" {
+		errs = append(errs, httpapi.FieldError{Field: "Idempotency-Key", Message: msg})
+	}
+	if len(errs) > 0 {
+		return httpapi.Invalid(errs...)
+	}
+	return nil
+}
+
+// checkText returns what is wrong with an optional free-text value, or "".
+func checkText(v string, maxLen int) string {
+	switch {
+	case len(v) > maxLen:
+		return fmt.Sprintf("must be at most %d bytes", maxLen)
+	case !utf8.ValidString(v) || strings.ContainsRune(v, 0):
+		return "must be UTF-8 text without NUL characters"
+	}
+	return ""
+}
+
+func dataTooLarge(limit int64) *httpapi.Problem {
+	return httpapi.NewProblem(413, "too-large", fmt.Sprintf("event data exceeds %d bytes", limit))
+}
+
+// unavailable is the 503 answered when an event cannot be made durable now;
+// it wraps the cause.
+func unavailable(what string, cause error) error {
+	p := httpapi.Unavailable(what+"; retry with the same id or Idempotency-Key", retryAfter)
+	return fmt.Errorf("%w: %w", p, cause)
+}
+
+// dbError classifies a database error met while storing tenant's events.
+func dbError(tenant string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23503": // foreign_key_violation: no such tenant
+			return httpapi.NotFound("tenant " + tenant)
+		case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "54"):
+			// data_exception, program_limit_exceeded: the event store
+			// refused a value (say, JSON nested too deep for it).
+			return fmt.Errorf("%w: %w", httpapi.Invalid(httpapi.FieldError{Field: "data", Message: "is not accepted by the event store: " + pgErr.Message}), err)
+		}
+	}
+	return unavailable("the event store is unreachable", err)
+}
+
+const insertSQL = `
+INSERT INTO events (tenant_id, id, type, data, ordering_key, idempotency_key, source, accepted_at, only_endpoint_id)
+VALUES ($1, $2, $3, $4::text::json, NULLIF($5, ''), NULLIF($6, ''), $7, $8, NULLIF($9, ''))
+ON CONFLICT DO NOTHING
+RETURNING id`
+
+const existingSQL = `
+SELECT id, type, data::text, coalesce(ordering_key, ''), coalesce(only_endpoint_id, ''), accepted_at, published
+FROM events
+WHERE tenant_id = $1 AND (id = $2 OR idempotency_key = NULLIF($3, ''))
+ORDER BY (idempotency_key IS NOT DISTINCT FROM NULLIF($3, '')) DESC
+LIMIT 1`
+
+// insertAll inserts items in one round trip, and reads the existing row of
+// every item that conflicted. A statement error aborts the whole batch (it
+// is one implicit transaction), so on a refused value it retries item by
+// item, letting the bad one fail alone.
+func (s *Service) insertAll(ctx context.Context, items []*item, out []outcome) {
+	err := s.insertBatch(ctx, items)
+	var pgErr *pgconn.PgError
+	if err != nil && len(items) > 1 && errors.As(err, &pgErr) {
+		for _, it := range items {
+			if err := s.insertBatch(ctx, []*item{it}); err != nil {
+				out[it.idx].err = dbError(it.in.TenantID, err)
+			}
+		}
+	} else if err != nil {
+		for _, it := range items {
+			out[it.idx].err = dbError(it.in.TenantID, err)
+		}
+		return
+	}
+
+	var dups []*item
+	for _, it := range items {
+		if out[it.idx].err == nil && !it.inserted {
+			dups = append(dups, it)
+		}
+	}
+	if len(dups) == 0 {
+		return
+	}
+	b := &pgx.Batch{}
+	for _, it := range dups {
+		b.Queue(existingSQL, it.in.TenantID, it.id, it.in.IdempotencyKey)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	for _, it := range dups {
+		var e storedEvent
+		var data string
+		err := br.QueryRow().Scan(&e.id, &e.typ, &data, &e.orderingKey, &e.onlyEndpoint, &e.acceptedAt, &e.published)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			// The conflicting row vanished (its tenant was deleted).
+			out[it.idx].err = unavailable("the event conflicted with one that no longer exists", err)
+		case err != nil:
+			out[it.idx].err = dbError(it.in.TenantID, err)
+		default:
+			e.data = []byte(data)
+			e.acceptedAt = e.acceptedAt.UTC()
+			it.existing = &e
+		}
+	}
+}
+
+func (s *Service) insertBatch(ctx context.Context, items []*item) error {
+	b := &pgx.Batch{}
+	for _, it := range items {
+		b.Queue(insertSQL, it.in.TenantID, it.id, it.in.Type, string(it.in.Data), it.in.OrderingKey,
+			it.in.IdempotencyKey, it.in.Source, it.acceptedAt, it.in.OnlyEndpointID)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	for _, it := range items {
+		var id string
+		err := br.QueryRow().Scan(&id)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			it.inserted = false
+		case err != nil:
+			_ = br.Close()
+			return fmt.Errorf("insert event %s: %w", it.id, err)
+		default:
+			it.inserted = true
+		}
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	return nil
+}
+
+// publish sends every event to HOOKLINE_EVENTS in order without waiting in
+// between, then waits for all acknowledgements. errs[i] is events[i]'s.
+func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event) []error {
+	errs := make([]error, len(events))
+	if !s.js.Conn().IsConnected() {
+		for i := range errs {
+			errs[i] = errors.New("not connected to NATS")
+		}
+		return errs
+	}
+	futures := make([]jetstream.PubAckFuture, len(events))
+	for i, ev := range events {
+		data, err := proto.Marshal(ev)
+		if err != nil {
+			errs[i] = fmt.Errorf("encode event %s: %w", ev.GetId(), err)
+			continue
+		}
+		msg := &nats.Msg{
+			Subject: bus.EventSubject(ev.GetTenantId(), ev.GetOrderingKey()),
+			Header:  nats.Header{},
+			Data:    data,
+		}
+		msg.Header.Set(bus.HeaderMsgID, bus.EventMsgID(ev.GetTenantId(), ev.GetId()))
+		telemetry.Inject(ctx, msg.Header)
+		f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(bus.StreamEvents))
+		if err != nil {
+			errs[i] = fmt.Errorf("publish event %s: %w", ev.GetId(), err)
+			continue
+		}
+		futures[i] = f
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.publishTimeout)
+	defer cancel()
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs[i] = fmt.Errorf("publish event %s: %w", events[i].GetId(), err)
+		case <-wctx.Done():
+			errs[i] = fmt.Errorf("publish event %s: wait for ack: %w", events[i].GetId(), wctx.Err())
+		}
+	}
+	return errs
+}
+
+// markPublished records that JetStream acknowledged events.
+func (s *Service) markPublished(ctx context.Context, events []*hooklinev1.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	tenants := make([]string, len(events))
+	idList := make([]string, len(events))
+	for i, ev := range events {
+		tenants[i], idList[i] = ev.GetTenantId(), ev.GetId()
+	}
+	_, err := s.pool.Exec(ctx, `
+UPDATE events e SET published = true
+FROM unnest($1::text[], $2::text[]) AS u(tenant_id, id)
+WHERE e.tenant_id = u.tenant_id AND e.id = u.id AND NOT e.published`, tenants, idList)
+	if err != nil {
+		return fmt.Errorf("update events: %w", err)
+	}
+	return nil
+}
+
+// problem returns err's problem, or nil.
+func problem(err error) *httpapi.Problem {
+	var p *httpapi.Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	return nil
+}
