@@ -1,0 +1,247 @@
+// Package dispatcher is the hookline-dispatcher service: it consumes
+// deliveries from HOOKLINE_DELIVERIES, POSTs each, signed, to its endpoint
+// (CONTRACT 3), reports every attempt to HOOKLINE_ATTEMPTS, parks retries in
+// PostgreSQL and dead-letters what cannot be delivered. Every replica also runs
+// the retry scheduler and the attempt-log writer.
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/ops"
+	"github.com/hookline/hookline/pkg/ssrf"
+	"github.com/hookline/hookline/pkg/store"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+	"github.com/hookline/hookline/services/dispatcher/internal/attemptlog"
+	"github.com/hookline/hookline/services/dispatcher/internal/delivery"
+	"github.com/hookline/hookline/services/dispatcher/internal/dispatch"
+	"github.com/hookline/hookline/services/dispatcher/internal/retry"
+)
+
+// Consumer settings.
+const (
+	// AckWait of the dispatcher consumer: longer than the longest attempt
+	// plus the time to park, publish and ack.
+	AckWait = 90 * time.Second
+	// ackMargin is the least AckWait must exceed [delivery.MaxTimeout] by.
+	ackMargin = 15 * time.Second
+	// PerEndpointInFlight caps one endpoint's attempts in flight per replica.
+	PerEndpointInFlight = 16
+	attemptLogAckWait   = 30 * time.Second
+	attemptLogPending   = 5000
+	dialTimeout         = 10 * time.Second
+)
+
+// CheckAckWait refuses an ack wait that an attempt could outlast: the message
+// would be redelivered while still in flight.
+func CheckAckWait(ackWait, maxTimeout time.Duration) error {
+	if ackWait <= maxTimeout+ackMargin {
+		return fmt.Errorf("dispatcher ack wait %s must exceed the longest attempt %s by more than %s", ackWait, maxTimeout, ackMargin)
+	}
+	return nil
+}
+
+// Run runs the service until ctx ends, then shuts down gracefully and returns
+// nil. It returns an error only when it cannot start.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if err := CheckAckWait(AckWait, delivery.MaxTimeout); err != nil {
+		return err
+	}
+	health := ops.NewHealth()
+	health.Set("consuming", false)
+	health.Set("stopping", true)
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	opsDone := make(chan error, 1)
+	go func() { opsDone <- ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, nil), log) }()
+	defer func() {
+		stopOps()
+		if err := <-opsDone; err != nil {
+			log.Warn("ops server", "err", err)
+		}
+	}()
+
+	pool, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DatabaseMaxConns, Name: "hookline-dispatcher"}, log)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer pool.Close()
+	nc, js, err := natsconn.Connect(ctx, cfg.NATSURL, "hookline-dispatcher", log)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer nc.Close()
+	health.Check("nats", nc.IsConnected)
+
+	opts := bus.Options{DedupeWindow: cfg.DedupeWindow}
+	if err := bus.EnsureStreams(ctx, js, opts); err != nil {
+		return startErr(ctx, err)
+	}
+	kv, err := bus.EnsureEndpointsBucket(ctx, js, opts)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	cache := endpoints.NewCache(kv, log)
+	health.Check("endpoints_synced", cache.Synced)
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var bg sync.WaitGroup
+	bg.Go(func() { runCache(bgCtx, cache, log) })
+	if err := waitSynced(ctx, cache); err != nil {
+		stopBackground()
+		bg.Wait()
+		return startErr(ctx, err)
+	}
+	concurrency := max(cfg.DispatchConcurrency, 1)
+	cons, err := bus.EnsureConsumer(ctx, js, bus.StreamDeliveries, bus.Consumer(bus.ConsumerDispatcher, AckWait, 2*concurrency))
+	if err != nil {
+		stopBackground()
+		bg.Wait()
+		return startErr(ctx, err)
+	}
+	logCons, err := bus.EnsureConsumer(ctx, js, bus.StreamAttempts, bus.Consumer(bus.ConsumerAttemptLog, attemptLogAckWait, attemptLogPending))
+	if err != nil {
+		stopBackground()
+		bg.Wait()
+		return startErr(ctx, err)
+	}
+
+	bg.Go(func() { retry.NewScheduler(pool, js, log).Run(bgCtx) })
+	bg.Go(func() { attemptlog.New(pool, logCons, log).Run(bgCtx) })
+
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	h := dispatch.NewHandler(cache,
+		delivery.NewSender(ssrf.NewDialer(cfg.AllowPrivateDestinations, dialTimeout).DialContext),
+		func(ctx context.Context, d *hooklinev1.Delivery, due time.Time) error {
+			return retry.Park(ctx, pool, d, due)
+		},
+		func(ctx context.Context, id string) error { return disableEndpoint(ctx, pool, kv, id) },
+		js, log)
+	runner := dispatch.NewRunner(h, dispatch.NewLimits(concurrency, PerEndpointInFlight), log)
+
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(2*concurrency, 500)))
+	if err != nil {
+		stopBackground()
+		bg.Wait()
+		return fmt.Errorf("consume %s: %w", bus.StreamDeliveries, err)
+	}
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		runner.Consume(workCtx, it)
+	}()
+	health.Set("consuming", true)
+	log.Info("dispatcher consuming", "stream", bus.StreamDeliveries, "consumer", bus.ConsumerDispatcher, "concurrency", concurrency)
+
+	<-ctx.Done()
+	log.Info("dispatcher stopping")
+	health.Set("stopping", false)
+	health.Set("consuming", false)
+	it.Drain()
+	select {
+	case <-loopDone:
+	case <-time.After(cfg.ShutdownTimeout):
+		it.Stop()
+		<-loopDone
+	}
+	runner.Stop()
+	if !runner.Wait(cfg.ShutdownTimeout) {
+		log.Warn("in-flight deliveries did not finish in time, handing them back")
+		cancelWork() // attempts are cut short and NAKed
+		runner.Wait(5 * time.Second)
+	}
+	stopBackground()
+	bg.Wait()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := drain(dctx, nc); err != nil {
+		log.Warn("drain NATS connection", "err", err)
+	}
+	log.Info("dispatcher stopped")
+	return nil
+}
+
+// disableEndpoint disables an endpoint that answered 410 Gone and publishes
+// the change to every replica.
+func disableEndpoint(ctx context.Context, pool *pgxpool.Pool, kv jetstream.KeyValue, id string) error {
+	if _, err := pool.Exec(ctx, `
+UPDATE endpoints
+SET disabled = true, disabled_at = now(), disabled_reason = 'endpoint answered 410 Gone',
+    version = version + 1, updated_at = now()
+WHERE id = $1 AND NOT disabled`, id); err != nil {
+		return fmt.Errorf("disable endpoint %s: %w", id, err)
+	}
+	if err := endpoints.Sync(ctx, pool, kv, id); err != nil {
+		return fmt.Errorf("sync disabled endpoint %s: %w", id, err)
+	}
+	return nil
+}
+
+// startErr returns nil when ctx ended during start (a stop, not a failure).
+func startErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func runCache(ctx context.Context, c *endpoints.Cache, log *slog.Logger) {
+	for {
+		err := c.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error("endpoint cache stopped, restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func waitSynced(ctx context.Context, c *endpoints.Cache) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !c.Synced() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for endpoint cache: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// drain drains nc (pending publishes flushed, subscriptions ended) and waits
+// until it is closed or ctx ends.
+func drain(ctx context.Context, nc *nats.Conn) error {
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain: %w", err)
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsClosed() {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return fmt.Errorf("drain: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}

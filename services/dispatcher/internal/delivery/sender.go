@@ -1,0 +1,109 @@
+package delivery
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+// Limits of one attempt.
+const (
+	// MaxTimeout caps an endpoint's timeout_ms; the dispatcher's ack wait
+	// must exceed it.
+	MaxTimeout = 60 * time.Second
+	// DefaultTimeout applies when an endpoint has none.
+	DefaultTimeout = 15 * time.Second
+	// MaxResponseBody is how much of a response is kept for the attempt log.
+	MaxResponseBody = 4 << 10
+	// maxDiscard is how much more is read (so the connection can be reused)
+	// before the body is closed.
+	maxDiscard = 64 << 10
+)
+
+// DialContext dials a destination; the SSRF-safe dialer implements it.
+type DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Sender makes attempts over one shared HTTP client.
+type Sender struct {
+	client *http.Client
+}
+
+// NewSender returns a Sender whose connections are dialled by dial. It
+// follows no redirects and uses no proxy.
+func NewSender(dial DialContext) *Sender {
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dial,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   16,
+		MaxConnsPerHost:       0,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: MaxTimeout,
+	}
+	return &Sender{client: &http.Client{
+		Transport:     tr,
+		Timeout:       MaxTimeout + 5*time.Second, // each attempt has a shorter context deadline
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// Timeout is ep's per-attempt timeout, capped at [MaxTimeout].
+func Timeout(ep *hooklinev1.Endpoint) time.Duration {
+	t := time.Duration(ep.GetTimeoutMs()) * time.Millisecond
+	if t <= 0 {
+		return DefaultTimeout
+	}
+	return min(t, MaxTimeout)
+}
+
+// Result is what one attempt produced.
+type Result struct {
+	StartedAt time.Time
+	Duration  time.Duration
+	// Response is nil when Err is set; its body is already read and closed.
+	Response *http.Response
+	// Body holds at most [MaxResponseBody] bytes of the response.
+	Body []byte
+	Err  error
+}
+
+// Send makes one attempt of d to ep, signed at now, within ep's timeout.
+func (s *Sender) Send(ctx context.Context, ep *hooklinev1.Endpoint, d *hooklinev1.Delivery, now time.Time) Result {
+	ctx, cancel := context.WithTimeout(ctx, Timeout(ep))
+	defer cancel()
+	res := Result{StartedAt: now}
+	req, err := NewRequest(ctx, ep, d, now)
+	if err != nil {
+		res.Err = &RequestError{Err: err}
+		return res
+	}
+	start := time.Now()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		res.Duration = time.Since(start)
+		res.Err = err
+		return res
+	}
+	res.Body, _ = io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDiscard))
+	_ = resp.Body.Close()
+	res.Duration = time.Since(start)
+	res.Response = resp
+	return res
+}
+
+// RequestError reports that the request could not be built (no usable
+// secret, a malformed URL): the endpoint's configuration is at fault.
+type RequestError struct{ Err error }
+
+func (e *RequestError) Error() string { return "build request: " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *RequestError) Unwrap() error { return e.Err }

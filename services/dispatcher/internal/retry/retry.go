@@ -1,0 +1,151 @@
+// Package retry parks deliveries that wait for a later attempt in the
+// delivery_retries table and republishes them when they are due. A wait of
+// hours thus holds no JetStream ack slot and survives restarts. Every
+// dispatcher replica runs a [Scheduler]; FOR UPDATE SKIP LOCKED lets them
+// share the table without handing a row out twice.
+package retry
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hookline/hookline/pkg/bus"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+// Execer runs a statement; *pgxpool.Pool implements it.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Park stores d, whose Attempts already counts the attempt just made, to be
+// published again at due. Parking the same delivery again replaces the row.
+func Park(ctx context.Context, db Execer, d *hooklinev1.Delivery, due time.Time) error {
+	b, err := proto.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
+	}
+	_, err = db.Exec(ctx, `
+INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (delivery_id) DO UPDATE
+SET tenant_id = EXCLUDED.tenant_id, endpoint_id = EXCLUDED.endpoint_id,
+    due_at = EXCLUDED.due_at, payload = EXCLUDED.payload`,
+		d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b)
+	if err != nil {
+		return fmt.Errorf("park delivery %s: %w", d.GetId(), err)
+	}
+	return nil
+}
+
+// Beginner starts transactions; *pgxpool.Pool implements it.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Scheduler republishes parked deliveries when they are due.
+type Scheduler struct {
+	db       Beginner
+	js       jetstream.JetStream
+	log      *slog.Logger
+	Interval time.Duration
+	Batch    int
+}
+
+// NewScheduler returns a Scheduler polling every 500 ms, 200 rows at a time.
+func NewScheduler(db Beginner, js jetstream.JetStream, log *slog.Logger) *Scheduler {
+	return &Scheduler{db: db, js: js, log: log, Interval: 500 * time.Millisecond, Batch: 200}
+}
+
+// Run polls until ctx ends. A tick in progress finishes first.
+func (s *Scheduler) Run(ctx context.Context) {
+	t := time.NewTicker(s.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for {
+			// The tick's own context: stopping must not abandon a
+			// transaction between publish and commit.
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			n, err := s.Tick(tctx)
+			cancel()
+			if err != nil {
+				s.log.Warn("republish due retries", "err", err)
+				break
+			}
+			if n < s.Batch || ctx.Err() != nil {
+				break
+			}
+		}
+	}
+}
+
+// Tick republishes up to Batch due deliveries and removes their rows. It
+// returns how many it republished. A crash between publish and commit
+// republishes them again, and the stream's duplicate window drops the copies.
+func (s *Scheduler) Tick(ctx context.Context) (int, error) {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	rows, err := tx.Query(ctx, `
+SELECT delivery_id, payload FROM delivery_retries
+WHERE due_at <= now()
+ORDER BY due_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED`, s.Batch)
+	if err != nil {
+		return 0, fmt.Errorf("select due retries: %w", err)
+	}
+	var (
+		idsDone []string
+		msgs    []*nats.Msg
+	)
+	for rows.Next() {
+		var (
+			id      string
+			payload []byte
+		)
+		if err := rows.Scan(&id, &payload); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("scan due retry: %w", err)
+		}
+		idsDone = append(idsDone, id)
+		d := &hooklinev1.Delivery{}
+		if err := proto.Unmarshal(payload, d); err != nil {
+			s.log.Error("undecodable parked delivery, dropped", "delivery_id", id, "err", err)
+			continue
+		}
+		msgs = append(msgs, bus.NewMsg(bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), d.GetOrderingKey()),
+			bus.DeliveryMsgID(d.GetId(), d.GetAttempts()), payload))
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("read due retries: %w", err)
+	}
+	if len(idsDone) == 0 {
+		return 0, nil
+	}
+	if err := bus.PublishAll(ctx, s.js, msgs...); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM delivery_retries WHERE delivery_id = ANY($1)`, idsDone); err != nil {
+		return 0, fmt.Errorf("delete republished retries: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit republished retries: %w", err)
+	}
+	return len(msgs), nil
+}

@@ -1,0 +1,196 @@
+// Package fanout is the hookline-fanout service: it consumes accepted events
+// from HOOKLINE_EVENTS and publishes one delivery per matching endpoint to
+// HOOKLINE_DELIVERIES (a dead letter for a disabled endpoint), recording each
+// delivery in PostgreSQL. Any number of replicas may run; events that share an
+// ordering key are handled in order within a replica.
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/ops"
+	"github.com/hookline/hookline/pkg/store"
+	"github.com/hookline/hookline/services/fanout/internal/fanout"
+	"github.com/hookline/hookline/services/fanout/internal/match"
+)
+
+// Tuning of the consumer.
+const (
+	ackWait       = 30 * time.Second
+	maxAckPending = 1024
+	lanes         = 32
+	laneDepth     = 16
+	pullBatch     = 256
+)
+
+// Run runs the service until ctx ends, then shuts down gracefully and returns
+// nil. It returns an error only when it cannot start.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	health := ops.NewHealth()
+	health.Set("consuming", false)
+	health.Set("stopping", true)
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	opsDone := make(chan error, 1)
+	go func() { opsDone <- ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, nil), log) }()
+	defer func() { stopOps(); <-opsDone }()
+
+	pool, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DatabaseMaxConns, Name: "hookline-fanout"}, log)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer pool.Close()
+	nc, js, err := natsconn.Connect(ctx, cfg.NATSURL, "hookline-fanout", log)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer nc.Close()
+	health.Check("nats", nc.IsConnected)
+
+	opts := bus.Options{DedupeWindow: cfg.DedupeWindow}
+	if err := bus.EnsureStreams(ctx, js, opts); err != nil {
+		return startErr(ctx, err)
+	}
+	kv, err := bus.EnsureEndpointsBucket(ctx, js, opts)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	cache := endpoints.NewCache(kv, log)
+	health.Check("endpoints_synced", cache.Synced)
+	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCache()
+	go runCache(cacheCtx, cache, log)
+	if err := waitSynced(ctx, cache); err != nil {
+		return startErr(ctx, err)
+	}
+	cons, err := bus.EnsureConsumer(ctx, js, bus.StreamEvents, bus.Consumer(bus.ConsumerFanout, ackWait, maxAckPending))
+	if err != nil {
+		return startErr(ctx, err)
+	}
+
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	h := fanout.NewHandler(pool, js, match.New(cache, log), log)
+	ln := fanout.NewLanes(lanes, laneDepth, h.Handle)
+	ln.Start(workCtx)
+
+	it, err := cons.Messages(jetstream.PullMaxMessages(pullBatch))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", bus.StreamEvents, err)
+	}
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		consumeLoop(it, ln, log)
+	}()
+	health.Set("consuming", true)
+	log.Info("fan-out consuming", "stream", bus.StreamEvents, "consumer", bus.ConsumerFanout)
+
+	<-ctx.Done()
+	log.Info("fan-out stopping")
+	health.Set("stopping", false)
+	health.Set("consuming", false)
+	it.Drain()
+	select {
+	case <-loopDone:
+	case <-time.After(cfg.ShutdownTimeout):
+		it.Stop()
+		<-loopDone
+	}
+	ln.Stop()
+	if !ln.Wait(cfg.ShutdownTimeout) {
+		log.Warn("in-flight events did not finish in time, handing them back")
+		cancelWork() // handlers fail and NAK
+		ln.Wait(5 * time.Second)
+	}
+	stopCache()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := drain(dctx, nc); err != nil {
+		log.Warn("drain NATS connection", "err", err)
+	}
+	log.Info("fan-out stopped")
+	return nil
+}
+
+func consumeLoop(it jetstream.MessagesContext, ln *fanout.Lanes, log *slog.Logger) {
+	for {
+		msg, err := it.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return
+		}
+		if err != nil {
+			log.Warn("fetch events", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		ln.Dispatch(msg)
+	}
+}
+
+// startErr returns nil when ctx ended during start (a stop, not a failure).
+func startErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func runCache(ctx context.Context, c *endpoints.Cache, log *slog.Logger) {
+	for {
+		err := c.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error("endpoint cache stopped, restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func waitSynced(ctx context.Context, c *endpoints.Cache) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !c.Synced() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for endpoint cache: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// drain drains nc (pending publishes flushed, subscriptions ended) and waits
+// until it is closed or ctx ends.
+func drain(ctx context.Context, nc *nats.Conn) error {
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain: %w", err)
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsClosed() {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return fmt.Errorf("drain: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}

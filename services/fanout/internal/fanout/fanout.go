@@ -1,0 +1,183 @@
+// Package fanout turns one accepted event into one delivery per matching
+// endpoint: it records the deliveries, publishes them (or, for a disabled
+// endpoint, a dead letter) and only then acknowledges the event, so a crash at
+// any point repeats work that the derived delivery ids and Nats-Msg-Ids make
+// invisible.
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hookline/hookline/pkg/apitime"
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/ids"
+	"github.com/hookline/hookline/pkg/telemetry"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+// ReasonEndpointDisabled is the dead-letter reason for an event matched by a
+// disabled endpoint.
+const ReasonEndpointDisabled = "endpoint_disabled"
+
+// Matcher selects the endpoints an event goes to.
+type Matcher interface {
+	Endpoints(ev *hooklinev1.Event) []*hooklinev1.Endpoint
+}
+
+// Execer runs a statement; *pgxpool.Pool implements it.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Handler fans events out.
+type Handler struct {
+	db     Execer
+	js     jetstream.JetStream
+	match  Matcher
+	log    *slog.Logger
+	tracer trace.Tracer
+}
+
+// NewHandler returns a Handler writing to db and publishing through js.
+func NewHandler(db Execer, js jetstream.JetStream, m Matcher, log *slog.Logger) *Handler {
+	return &Handler{db: db, js: js, match: m, log: log, tracer: otel.Tracer("github.com/hookline/hookline/services/fanout")}
+}
+
+// opTimeout bounds each database statement and each wait for publish acks.
+const opTimeout = 10 * time.Second
+
+// Handle processes one event message and acknowledges it, or NAKs it with a
+// short delay when the database or NATS failed (it is then fanned out again,
+// which repeats nothing visible). An undecodable message is terminated.
+func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
+	ev := &hooklinev1.Event{}
+	if err := proto.Unmarshal(msg.Data(), ev); err != nil || ev.GetTenantId() == "" || ev.GetId() == "" {
+		h.log.Error("undecodable event message, dropped", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	log := h.log.With("tenant_id", ev.GetTenantId(), "event_id", ev.GetId())
+	if err := h.Process(ctx, msg.Headers(), ev); err != nil {
+		log.Warn("fan-out failed, will retry", "err", err)
+		_ = msg.NakWithDelay(NakDelay())
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Warn("ack event", "err", err)
+	}
+}
+
+// NakDelay is how long a failed event waits before it is fanned out again:
+// one to two seconds, spread so that a burst of failures does not return at
+// once.
+func NakDelay() time.Duration {
+	return time.Second + rand.N(time.Second) //nolint:gosec // jitter, not security
+}
+
+// Process records and publishes ev's deliveries and waits for every publish
+// acknowledgement. headers carry the event's trace context.
+func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hooklinev1.Event) (err error) {
+	ctx = telemetry.Extract(ctx, headers)
+	ctx, span := h.tracer.Start(ctx, "fanout "+ev.GetType(), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("hookline.tenant_id", ev.GetTenantId()), attribute.String("hookline.event_id", ev.GetId())))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "fan-out failed")
+		}
+		span.End()
+	}()
+
+	eps := h.match.Endpoints(ev)
+	span.SetAttributes(attribute.Int("hookline.endpoints", len(eps)))
+	if len(eps) == 0 {
+		return nil
+	}
+	now := apitime.Now()
+	var (
+		dids     = make([]string, len(eps))
+		epids    = make([]string, len(eps))
+		statuses = make([]string, len(eps))
+		msgs     = make([]*nats.Msg, 0, len(eps))
+	)
+	for i, ep := range eps {
+		d := &hooklinev1.Delivery{
+			Id:          ids.DeliveryFor(ev.GetTenantId(), ev.GetId(), ep.GetId()),
+			TenantId:    ev.GetTenantId(),
+			EventId:     ev.GetId(),
+			EndpointId:  ep.GetId(),
+			EventType:   ev.GetType(),
+			Data:        ev.GetData(),
+			OrderingKey: ev.GetOrderingKey(),
+			AcceptedAt:  ev.GetAcceptedAt(),
+			CreatedAt:   timestamppb.New(now),
+		}
+		dids[i], epids[i], statuses[i] = d.GetId(), ep.GetId(), "pending"
+		var m *nats.Msg
+		if ep.GetDisabled() {
+			statuses[i] = "dead"
+			m, err = deadLetterMsg(d, now)
+		} else {
+			m, err = deliveryMsg(d)
+		}
+		if err != nil {
+			return err
+		}
+		telemetry.Inject(ctx, m.Header)
+		msgs = append(msgs, m)
+	}
+
+	dbctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if _, err := h.db.Exec(dbctx, insertDeliveries, dids, epids, statuses, ev.GetTenantId(), ev.GetId()); err != nil {
+		return fmt.Errorf("insert deliveries: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := bus.PublishAll(pctx, h.js, msgs...); err != nil {
+		return err
+	}
+	return nil
+}
+
+// insertDeliveries writes one row per matched endpoint in one statement. A
+// repeated fan-out derives the same ids and changes nothing.
+const insertDeliveries = `
+INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status)
+SELECT d.id, $4, $5, d.endpoint_id, d.status
+FROM unnest($1::text[], $2::text[], $3::text[]) AS d(id, endpoint_id, status)
+ON CONFLICT (id) DO NOTHING`
+
+func deliveryMsg(d *hooklinev1.Delivery) (*nats.Msg, error) {
+	b, err := proto.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
+	}
+	return bus.NewMsg(bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), d.GetOrderingKey()), bus.DeliveryMsgID(d.GetId(), 0), b), nil
+}
+
+func deadLetterMsg(d *hooklinev1.Delivery, now time.Time) (*nats.Msg, error) {
+	b, err := proto.Marshal(&hooklinev1.DeadLetter{
+		Delivery: d,
+		Reason:   ReasonEndpointDisabled,
+		DeadAt:   timestamppb.New(now),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode dead letter %s: %w", d.GetId(), err)
+	}
+	return bus.NewMsg(bus.DeadSubject(d.GetTenantId(), d.GetEndpointId()), bus.DeadMsgID(d.GetId(), 0), b), nil
+}
