@@ -55,6 +55,8 @@ CREATE TABLE events (
     ordering_key     text,
     idempotency_key  text,
     source           text NOT NULL DEFAULT 'http',
+    -- only_endpoint_id restricts fan-out to one endpoint (test events).
+    only_endpoint_id text,
     accepted_at      timestamptz NOT NULL,
     -- published is false until JetStream acknowledged the event; the outbox
     -- relay republishes rows left false by a crash.

@@ -1,0 +1,256 @@
+package deadletter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/ids"
+	"github.com/hookline/hookline/pkg/ops"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+const (
+	// maxBatch is the most dead letters stored in one transaction.
+	maxBatch = 200
+	// retryDelay is how long a message waits after its batch could not be
+	// stored (PostgreSQL unreachable, say).
+	retryDelay = 5 * time.Second
+	// storeTimeout bounds one batch's transaction.
+	storeTimeout = 20 * time.Second
+)
+
+// service holds what the consumer, the API and the replay runner share.
+type service struct {
+	pool   *pgxpool.Pool
+	js     jetstream.JetStream
+	log    *slog.Logger
+	runner *runner
+}
+
+func newService(pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger) *service {
+	s := &service{pool: pool, js: js, log: log}
+	s.runner = newRunner(s)
+	return s
+}
+
+// consume stores the dead letters of HOOKLINE_DEAD until ctx ends, then stops
+// fetching and finishes the messages already received within
+// shutdownTimeout, handing back (NAK) any left after that.
+func (s *service) consume(ctx context.Context, cons jetstream.Consumer, health *ops.Health, shutdownTimeout time.Duration) error {
+	msgs := make(chan jetstream.Msg, 2*maxBatch)
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	stopHandler := func() { stopOnce.Do(func() { close(stop) }) }
+
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-stop:
+			_ = m.Nak()
+		}
+	},
+		jetstream.PullMaxMessages(maxBatch),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.log.Warn("consume dead letters", "err", err)
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", bus.StreamDead, err)
+	}
+	health.Set("consuming", true)
+
+	for {
+		select {
+		case m := <-msgs:
+			s.handleBatch(ctx, collect(m, msgs))
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+
+	health.Set("consuming", false)
+	cc.Drain()
+	deadline := time.NewTimer(shutdownTimeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case m := <-msgs:
+			s.handleBatch(context.WithoutCancel(ctx), collect(m, msgs))
+		case <-cc.Closed():
+			stopHandler()
+			for {
+				select {
+				case m := <-msgs:
+					s.handleBatch(context.WithoutCancel(ctx), collect(m, msgs))
+				default:
+					return nil
+				}
+			}
+		case <-deadline.C:
+			stopHandler()
+			cc.Stop()
+			for {
+				select {
+				case m := <-msgs:
+					_ = m.Nak()
+				default:
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// collect returns first and whatever else is already waiting, up to maxBatch.
+func collect(first jetstream.Msg, msgs <-chan jetstream.Msg) []jetstream.Msg {
+	batch := []jetstream.Msg{first}
+	for len(batch) < maxBatch {
+		select {
+		case m := <-msgs:
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+type incoming struct {
+	msg jetstream.Msg
+	dl  *hooklinev1.DeadLetter
+}
+
+// handleBatch stores msgs in one transaction and acks them after the commit.
+// When the batch fails, each message is tried alone, so one bad message
+// cannot hold back the others; a message that still fails waits and comes
+// back.
+func (s *service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
+	items := make([]incoming, 0, len(msgs))
+	for _, m := range msgs {
+		dl := &hooklinev1.DeadLetter{}
+		if err := proto.Unmarshal(m.Data(), dl); err != nil || dl.GetDelivery().GetId() == "" || dl.GetDelivery().GetTenantId() == "" {
+			s.log.Error("dropping undecodable dead letter", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			continue
+		}
+		items = append(items, incoming{msg: m, dl: dl})
+	}
+	if len(items) == 0 {
+		return
+	}
+	if err := s.storeDeadLetters(ctx, items); err == nil {
+		for _, it := range items {
+			_ = it.msg.Ack()
+		}
+		return
+	} else if len(items) == 1 {
+		s.log.Warn("store dead letter; retrying later", "delivery_id", items[0].dl.GetDelivery().GetId(), "err", err)
+		_ = items[0].msg.NakWithDelay(retryDelay)
+		return
+	}
+	for _, it := range items {
+		if err := s.storeDeadLetters(ctx, []incoming{it}); err != nil {
+			s.log.Warn("store dead letter; retrying later", "delivery_id", it.dl.GetDelivery().GetId(), "err", err)
+			_ = it.msg.NakWithDelay(retryDelay)
+			continue
+		}
+		_ = it.msg.Ack()
+	}
+}
+
+// A dead letter of a replayed delivery (dead_letter_id set) updates the dead
+// letter it replayed; any other is a new dead letter, once per delivery.
+const upsertDeadLetterSQL = `
+WITH upd AS (
+    UPDATE dead_letters
+       SET reason = $8, attempts = $9, last_status_code = $10, last_error = $11, dead_at = $12
+     WHERE id = $13 AND tenant_id = $2
+    RETURNING id
+)
+INSERT INTO dead_letters (id, tenant_id, delivery_id, event_id, endpoint_id, event_type, ordering_key,
+                          reason, attempts, last_status_code, last_error, dead_at)
+SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text,
+       $8::text, $9::integer, $10::integer, $11::text, $12::timestamptz
+ WHERE NOT EXISTS (SELECT 1 FROM upd)
+ON CONFLICT (delivery_id) DO NOTHING`
+
+const deadDeliverySQL = `
+INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, last_status_code, last_error,
+                        replay_id, created_at, updated_at)
+VALUES ($1, $2, $3, $4, 'dead', $5, $6, $7, $8, $9, now())
+ON CONFLICT (id) DO UPDATE SET
+    status = CASE WHEN deliveries.status = 'succeeded' THEN deliveries.status ELSE 'dead' END,
+    attempts = GREATEST(deliveries.attempts, EXCLUDED.attempts),
+    last_status_code = COALESCE(EXCLUDED.last_status_code, deliveries.last_status_code),
+    last_error = COALESCE(EXCLUDED.last_error, deliveries.last_error),
+    updated_at = now()`
+
+// storeDeadLetters writes items in one transaction.
+func (s *service) storeDeadLetters(ctx context.Context, items []incoming) error {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	b := &pgx.Batch{}
+	for _, it := range items {
+		d := it.dl.GetDelivery()
+		attempts := it.dl.GetAttempts()
+		if attempts == 0 {
+			attempts = d.GetAttempts()
+		}
+		status, lastErr := it.dl.GetLastStatusCode(), it.dl.GetLastError()
+		if status == 0 && lastErr == "" {
+			status, lastErr = d.GetLastStatusCode(), d.GetLastError()
+		}
+		deadAt := time.Now().UTC()
+		if it.dl.GetDeadAt() != nil {
+			deadAt = it.dl.GetDeadAt().AsTime()
+		}
+		createdAt := deadAt
+		if d.GetCreatedAt() != nil {
+			createdAt = d.GetCreatedAt().AsTime()
+		}
+		b.Queue(upsertDeadLetterSQL,
+			ids.New(ids.DeadLetter), d.GetTenantId(), d.GetId(), d.GetEventId(), d.GetEndpointId(), d.GetEventType(),
+			nullString(d.GetOrderingKey()), it.dl.GetReason(), int64(attempts), nullInt(status), nullString(lastErr),
+			deadAt, d.GetDeadLetterId())
+		b.Queue(deadDeliverySQL,
+			d.GetId(), d.GetTenantId(), d.GetEventId(), d.GetEndpointId(), int64(attempts), nullInt(status),
+			nullString(lastErr), nullString(d.GetReplayId()), createdAt)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("write %d dead letters: %w", len(items), err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit %d dead letters: %w", len(items), err)
+	}
+	return nil
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nullInt(n uint32) *int64 {
+	if n == 0 {
+		return nil
+	}
+	v := int64(n)
+	return &v
+}
