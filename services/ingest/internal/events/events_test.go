@@ -683,7 +683,9 @@ func TestIntake(t *testing.T) {
 	pub("hookline.publish.acme.order.created", "", "", []byte(`{not json`))
 	pub("hookline.publish.acme.order.created", "", "", bytes.Repeat([]byte("1"), testMaxEvent+1))
 	pub("hookline.publish.acme.order.created", "bad id!", "", []byte(`{}`))
-	eventually(t, "rejected events", func() bool { return b.count(t, `SELECT count(*) FROM rejected_events`) == 4 })
+	pub("hookline.publish.acme.order$created", "", "", []byte(`{}`))
+	pub("hookline.publish.acme", "", "", []byte(`{}`))
+	eventually(t, "rejected events", func() bool { return b.count(t, `SELECT count(*) FROM rejected_events`) == 6 })
 	eventually(t, "intake stream drained", func() bool {
 		s, err := b.js.Stream(ctx, bus.StreamIntake)
 		if err != nil {
@@ -707,7 +709,7 @@ func TestIntake(t *testing.T) {
 	for _, r := range page.Data {
 		reasons[r["reason"].(string)] = r
 	}
-	for _, want := range []string{"unknown_tenant", "invalid_json", "too_large", "invalid_id"} {
+	for _, want := range []string{"unknown_tenant", "invalid_json", "too_large", "invalid_id", "invalid_type"} {
 		if reasons[want] == nil {
 			t.Errorf("no %s in %s", want, res.body)
 		}
@@ -715,6 +717,9 @@ func TestIntake(t *testing.T) {
 	if r := reasons["unknown_tenant"]; r != nil && (r["tenant_id"] != "nobody" || r["subject"] != "hookline.publish.nobody.order.created" ||
 		r["event_type"] != "order.created" || r["size_bytes"] != 2.0 || r["detail"] == "" || r["received_at"] == nil) {
 		t.Errorf("unknown_tenant record %v", r)
+	}
+	if n := b.count(t, `SELECT count(*) FROM rejected_events WHERE reason = 'invalid_type' AND tenant_id = 'acme'`); n != 2 {
+		t.Errorf("%d invalid_type records for acme, want 2", n)
 	}
 	if r := reasons["too_large"]; r != nil && r["size_bytes"] != float64(testMaxEvent+1) {
 		t.Errorf("too_large record %v", r)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/auth"
@@ -22,11 +23,26 @@ const envelopeBytes = 64 << 10
 // Register adds the event routes to mux, which must already be wrapped by
 // [auth.Authenticator.Middleware].
 func (s *Service) Register(mux *http.ServeMux) {
-	mux.Handle("POST /v1/tenants/{tenant}/events", httpapi.Handle(s.log, s.handleCreate))
-	mux.Handle("POST /v1/tenants/{tenant}/events/batch", httpapi.Handle(s.log, s.handleBatch))
-	mux.Handle("GET /v1/tenants/{tenant}/events", httpapi.Handle(s.log, s.handleList))
-	mux.Handle("GET /v1/tenants/{tenant}/events/{id}", httpapi.Handle(s.log, s.handleGet))
-	mux.Handle("GET /v1/rejected-events", httpapi.Handle(s.log, s.handleRejected))
+	mux.Handle("POST /v1/tenants/{tenant}/events", s.handle(s.handleCreate))
+	mux.Handle("POST /v1/tenants/{tenant}/events/batch", s.handle(s.handleBatch))
+	mux.Handle("GET /v1/tenants/{tenant}/events", s.handle(s.handleList))
+	mux.Handle("GET /v1/tenants/{tenant}/events/{id}", s.handle(s.handleGet))
+	mux.Handle("GET /v1/rejected-events", s.handle(s.handleRejected))
+}
+
+// handle adapts h, answering 503 rather than 500 when the database could
+// not be reached (a connection or timeout error, not an SQL error).
+func (s *Service) handle(h httpapi.HandlerFunc) http.Handler {
+	return httpapi.Handle(s.log, func(w http.ResponseWriter, r *http.Request) error {
+		err := h(w, r)
+		var p *httpapi.Problem
+		var pgErr *pgconn.PgError
+		if err == nil || errors.As(err, &p) || errors.As(err, &pgErr) {
+			return err
+		}
+		s.log.WarnContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		return httpapi.Unavailable("the database is unreachable; retry shortly", retryAfter)
+	})
 }
 
 // tenant authorises the request for the path's tenant and checks that the

@@ -182,7 +182,11 @@ func (s *Service) handleIntake(workCtx context.Context, msg jetstream.Msg) {
 
 	subject := msg.Subject()
 	hdr := msg.Headers()
-	tenant, typ, _ := bus.ParsePublishSubject(subject)
+	tenant, typ, ok := bus.ParsePublishSubject(subject)
+	if !ok {
+		// hookline.publish.<tenant> without a type.
+		tenant = strings.TrimPrefix(subject, bus.PublishPrefix)
+	}
 	in := Input{
 		TenantID:    tenant,
 		ID:          hdr.Get(bus.HeaderMsgID),
@@ -191,7 +195,12 @@ func (s *Service) handleIntake(workCtx context.Context, msg jetstream.Msg) {
 		OrderingKey: hdr.Get(bus.HeaderOrderingKey),
 		Source:      "nats",
 	}
-	_, err := s.Accept(ctx, in)
+	var err error
+	if ok {
+		_, err = s.Accept(ctx, in)
+	} else {
+		err = httpapi.Invalid(httpapi.FieldError{Field: "type", Message: "the subject names no event type: publish to hookline.publish.<tenant>.<type>"})
+	}
 	if err == nil {
 		if err := msg.Ack(); err != nil {
 			s.log.WarnContext(ctx, "ack intake message", "err", err, "subject", subject)
