@@ -167,8 +167,6 @@ var (
 		"DEAD AT=dead_at", "REPLAYS=replays", "RESOLVED AT=resolved_at")
 	attemptCols = cols("ATTEMPT=attempt", "STARTED=started_at", "DURATION MS=duration_ms", "STATUS=status_code",
 		"ERROR=error", "SUCCEEDED=succeeded")
-	replayCols = cols("ID=id", "STATE=state", "MATCHED=matched", "REPLAYED=replayed", "SUCCEEDED=succeeded",
-		"FAILED=failed", "CREATED BY=created_by", "CREATED=created_at", "FINISHED=finished_at")
 )
 
 func (a *app) tenantsCmd() *cobra.Command {

@@ -22,7 +22,7 @@ func TestNewSortsByTime(t *testing.T) {
 			t.Fatalf("bad id %q", id)
 		}
 	}
-	if New(Event) == New(Event) {
+	if a, b := New(Event), New(Event); a == b {
 		t.Fatal("two ids collided")
 	}
 }

@@ -707,6 +707,9 @@ func TestConcurrentReplaysDoNotDoubleSend(t *testing.T) {
 		_ = json.Unmarshal(body, &created)
 		ids = append(ids, created["id"].(string))
 	}
+	if ids[0] == ids[1] {
+		t.Fatalf("two replays share id %s", ids[0])
+	}
 	b.startRunner(t)
 	waitFor(t, "both done", func() bool {
 		return b.count(t, `SELECT count(*) FROM replays WHERE state = 'done'`) == 2

@@ -98,6 +98,9 @@ func (c *Cluster) initdb(ctx context.Context) error {
 		if err := os.Chown(c.Dir, c.uid, c.gid); err != nil {
 			return fmt.Errorf("chown %s to postgres: %w", c.Dir, err)
 		}
+		if err := reachable(c.Dir); err != nil {
+			return err
+		}
 	}
 	if err := c.run(ctx, "initdb", "-D", c.Dir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"); err != nil {
 		return fmt.Errorf("initdb: %w", err)
@@ -140,6 +143,23 @@ func (c *Cluster) run(ctx context.Context, name string, args ...string) error {
 		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// reachable checks that every directory above dir lets others traverse it:
+// the server runs as the postgres user and must reach its data directory.
+func reachable(dir string) error {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", d, err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("the postgres user cannot reach %s: %s is not traversable (chmod o+x it, or choose another --dir)", dir, d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 // findBinDir finds initdb and pg_ctl: on PATH, or the newest

@@ -8,12 +8,21 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+
+	"github.com/hookline/hookline/pkg/httpapi"
 )
 
 // New returns a handler that proxies to ingest and deadletter.
 func New(ingest, deadletter *url.URL) http.Handler {
 	toIngest := httputil.NewSingleHostReverseProxy(ingest)
 	toDead := httputil.NewSingleHostReverseProxy(deadletter)
+	// While a service is still starting (or stopping) the proxy cannot reach
+	// it: answer as the service itself would when unavailable.
+	unavailable := func(w http.ResponseWriter, _ *http.Request, _ error) {
+		httpapi.WriteProblem(w, httpapi.Unavailable("the service behind this route is not reachable yet; retry shortly", 1))
+	}
+	toIngest.ErrorHandler = unavailable
+	toDead.ErrorHandler = unavailable
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if IsDeadletterPath(r.URL.Path) {
 			toDead.ServeHTTP(w, r)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -155,7 +156,7 @@ func TestNewRequest(t *testing.T) {
 		req.Header.Get("X-Team") != "payments" || req.Header.Get("User-Agent") == "spoofed" {
 		t.Errorf("request headers %v", req.Header)
 	}
-	if _, ok := req.Header["traceparent"]; ok {
+	if hasHeaderFold(req.Header, "traceparent") {
 		t.Error("traceparent sent although propagate_trace is false")
 	}
 	sig := req.Header.Get("Webhook-Signature")
@@ -167,4 +168,15 @@ func TestNewRequest(t *testing.T) {
 	if err := signature.Verify([]string{expired}, "evt_1", "1800000000", sig, body, now); err == nil {
 		t.Error("signed with an expired secret")
 	}
+}
+
+// hasHeaderFold reports whether h has name in any letter case (the request
+// sets traceparent under its lower-case key, outside Go's canonical form).
+func hasHeaderFold(h http.Header, name string) bool {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }

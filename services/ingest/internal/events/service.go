@@ -123,9 +123,8 @@ type item struct {
 	id         string
 	acceptedAt time.Time
 
-	inserted  bool
-	published bool // of the existing row, for a duplicate
-	existing  *storedEvent
+	inserted bool
+	existing *storedEvent
 }
 
 type storedEvent struct {
