@@ -1,0 +1,55 @@
+package metrics
+
+import (
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/natstest"
+)
+
+func TestHandlerExposesMetricsAndConsumerBacklog(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.EnsureConsumer(ctx, js, bus.StreamEvents, bus.Consumer(bus.ConsumerFanout, 30*time.Second, 100)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, bus.EventSubject("acme", ""), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := New("hookline-test")
+	m.EventsAccepted.WithLabelValues("http").Add(2)
+	m.sample(ctx, js, ConsumerRef{bus.StreamEvents, bus.ConsumerFanout}, slog.New(slog.DiscardHandler))
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`hookline_events_accepted_total{service="hookline-test",source="http"} 2`,
+		`hookline_consumer_pending_messages{consumer="fanout",service="hookline-test",stream="HOOKLINE_EVENTS"} 3`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
