@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hookline/hookline/pkg/secretbox"
 )
 
 // Environment variable names.
@@ -28,6 +30,16 @@ const (
 	EnvDispatchWorkers  = "HOOKLINE_DISPATCH_CONCURRENCY"
 	EnvDedupeWindow     = "HOOKLINE_DEDUPE_WINDOW"
 	EnvDatabaseMaxConns = "HOOKLINE_DATABASE_MAX_CONNS"
+	// EnvAttemptRetention is how long the attempt log keeps attempts: a Go
+	// duration or whole days such as "30d".
+	EnvAttemptRetention = "HOOKLINE_ATTEMPT_RETENTION"
+	// EnvAutoDisableAfter disables an endpoint that has failed continuously
+	// for this long (a Go duration or days such as "5d"; "0" turns it off).
+	EnvAutoDisableAfter = "HOOKLINE_AUTO_DISABLE_AFTER"
+	// EnvEncryptionKeys is optional: comma-separated "<key-id>:<base64 of
+	// 32 bytes>" keys that encrypt endpoint signing secrets at rest, the
+	// first one sealing (see pkg/secretbox).
+	EnvEncryptionKeys = "HOOKLINE_ENCRYPTION_KEYS"
 )
 
 // Need says which settings a service cannot run without.
@@ -56,6 +68,15 @@ type Config struct {
 	DedupeWindow time.Duration
 	// DatabaseMaxConns sizes the pgx pool (0: pgx's default).
 	DatabaseMaxConns int32
+	// AttemptRetention is how long attempt-log rows are kept; older days'
+	// partitions are dropped.
+	AttemptRetention time.Duration
+	// AutoDisableAfter is how long an endpoint may fail without a success
+	// before it is disabled; 0 turns auto-disabling off.
+	AutoDisableAfter time.Duration
+	// EncryptionKeys seals and opens endpoint signing secrets; nil when
+	// HOOKLINE_ENCRYPTION_KEYS is unset (secrets are then stored in clear).
+	EncryptionKeys *secretbox.Keyring
 }
 
 // Default values.
@@ -66,6 +87,8 @@ const (
 	DefaultMaxEventBytes       = 1 << 20
 	DefaultDispatchConcurrency = 256
 	DefaultDedupeWindow        = 2 * time.Minute
+	DefaultAttemptRetention    = 30 * 24 * time.Hour
+	DefaultAutoDisableAfter    = 5 * 24 * time.Hour
 )
 
 // Load reads the shared settings through getenv and validates them against
@@ -127,6 +150,16 @@ func Load(getenv func(string) string, need Need) (Config, error) {
 	c.MaxEventBytes = int64(positiveInt(getenv, EnvMaxEventBytes, DefaultMaxEventBytes, fail))
 	c.DispatchConcurrency = positiveInt(getenv, EnvDispatchWorkers, DefaultDispatchConcurrency, fail)
 	c.DatabaseMaxConns = int32(positiveInt(getenv, EnvDatabaseMaxConns, 0, fail)) //nolint:gosec // bounded by positiveInt
+	c.AttemptRetention = days(getenv, EnvAttemptRetention, DefaultAttemptRetention, false, fail)
+	c.AutoDisableAfter = days(getenv, EnvAutoDisableAfter, DefaultAutoDisableAfter, true, fail)
+
+	if v := getenv(EnvEncryptionKeys); strings.TrimSpace(v) != "" {
+		kr, err := secretbox.Parse(v)
+		if err != nil {
+			fail(EnvEncryptionKeys, "%v (want comma-separated <key-id>:<base64 of 32 bytes>)", err)
+		}
+		c.EncryptionKeys = kr
+	}
 
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
@@ -193,6 +226,39 @@ func duration(getenv func(string) string, name string, def time.Duration, fail f
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
 		fail(name, "invalid duration %q (want a positive Go duration such as 30s)", v)
+		return def
+	}
+	return d
+}
+
+// days reads a Go duration or a whole number of days ("30d"). zeroOK lets
+// "0" through, to turn a feature off.
+func days(getenv func(string) string, name string, def time.Duration, zeroOK bool, fail func(string, string, ...any)) time.Duration {
+	v := strings.TrimSpace(getenv(name))
+	if v == "" {
+		return def
+	}
+	if zeroOK && v == "0" {
+		return 0
+	}
+	var d time.Duration
+	var err error
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		var k int
+		k, err = strconv.Atoi(n)
+		if k > 100*365 {
+			k = -1
+		}
+		d = time.Duration(k) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(v)
+	}
+	if err != nil || d <= 0 {
+		want := "a positive Go duration such as 720h, or days such as 30d"
+		if zeroOK {
+			want += ", or 0 for off"
+		}
+		fail(name, "invalid duration %q (want %s)", v, want)
 		return def
 	}
 	return d

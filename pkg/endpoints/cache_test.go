@@ -12,6 +12,7 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/endpoints"
 	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/secretbox"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
 
@@ -92,5 +93,60 @@ func waitFor(t *testing.T, what string, f func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCacheOpensSealedSecrets(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	kv, err := bus.EnsureEndpointsBucket(ctx, js, bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKey, newKey := secretbox.NewKey("old"), secretbox.NewKey("new")
+	writer, _ := secretbox.Parse(oldKey)
+	const cur, prev = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	sealed, err := writer.Seal(cur, "ep_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_a", TenantId: "acme", Url: "http://a", Version: 1,
+		Secrets: []*hooklinev1.Secret{{Value: sealed}, {Value: prev}}}); err != nil {
+		t.Fatal(err)
+	}
+	rotated, _ := secretbox.Parse(newKey + "," + oldKey)
+	onlyNew, _ := secretbox.Parse(newKey)
+	cases := []struct {
+		name string
+		opts []endpoints.Option
+		want []string
+	}{
+		{"keyring with the old key opens", []endpoints.Option{endpoints.WithSecrets(rotated)}, []string{cur, prev}},
+		{"without the key the sealed secret is dropped", []endpoints.Option{endpoints.WithSecrets(onlyNew)}, []string{prev}},
+		{"nil keyring drops sealed, keeps plain", []endpoints.Option{endpoints.WithSecrets((*secretbox.Keyring)(nil))}, []string{prev}},
+		{"no option keeps values as stored", nil, []string{sealed, prev}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cache := endpoints.NewCache(kv, slog.New(slog.DiscardHandler), tc.opts...)
+			ep, err := cache.Get(ctx, "ep_a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range ep.GetSecrets() {
+				got = append(got, s.GetValue())
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("secrets %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -33,10 +33,30 @@ func Put(ctx context.Context, kv jetstream.KeyValue, ep *hooklinev1.Endpoint) er
 	return nil
 }
 
+// Opener opens a signing secret sealed at rest for the endpoint named by
+// aad, and returns a value that is not sealed as it is.
+// *secretbox.Keyring (nil included) satisfies it.
+type Opener interface {
+	Open(v, aad string) (string, error)
+}
+
+// Option configures a [Cache].
+type Option func(*Cache)
+
+// WithSecrets makes the cache open sealed signing secrets with o, so that
+// callers see plaintext secrets. Without it, secrets are kept as the bucket
+// holds them. A secret that cannot be opened (its key is not configured) is
+// dropped from the endpoint and logged without its value, so a delivery
+// fails as unsigned rather than being signed with ciphertext.
+func WithSecrets(o Opener) Option {
+	return func(c *Cache) { c.opener = o }
+}
+
 // Cache is an in-memory, always-current copy of the bucket.
 type Cache struct {
 	kv     jetstream.KeyValue
 	log    *slog.Logger
+	opener Opener
 	synced atomic.Bool
 
 	mu       sync.RWMutex
@@ -45,8 +65,12 @@ type Cache struct {
 }
 
 // NewCache returns an empty cache over kv; call [Cache.Run] to fill it.
-func NewCache(kv jetstream.KeyValue, log *slog.Logger) *Cache {
-	return &Cache{kv: kv, log: log, byID: map[string]*hooklinev1.Endpoint{}, byTenant: map[string][]*hooklinev1.Endpoint{}}
+func NewCache(kv jetstream.KeyValue, log *slog.Logger, opts ...Option) *Cache {
+	c := &Cache{kv: kv, log: log, byID: map[string]*hooklinev1.Endpoint{}, byTenant: map[string][]*hooklinev1.Endpoint{}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // Run watches the bucket until ctx ends. [Cache.Synced] turns true once the
@@ -88,7 +112,28 @@ func (c *Cache) apply(e jetstream.KeyValueEntry) {
 		c.log.Error("undecodable endpoint in KV, ignored", "endpoint_id", id, "err", err)
 		return
 	}
+	c.openSecrets(ep)
 	c.set(id, ep)
+}
+
+// openSecrets replaces sealed secrets by their plaintext.
+func (c *Cache) openSecrets(ep *hooklinev1.Endpoint) {
+	if c.opener == nil || len(ep.GetSecrets()) == 0 {
+		return
+	}
+	kept := ep.Secrets[:0]
+	for i, s := range ep.GetSecrets() {
+		v, err := c.opener.Open(s.GetValue(), ep.GetId())
+		if err != nil {
+			// err names the key id, never key material or the secret.
+			c.log.Error("endpoint signing secret cannot be decrypted; check HOOKLINE_ENCRYPTION_KEYS",
+				"endpoint_id", ep.GetId(), "tenant_id", ep.GetTenantId(), "secret_index", i, "err", err)
+			continue
+		}
+		s.Value = v
+		kept = append(kept, s)
+	}
+	ep.Secrets = kept
 }
 
 func (c *Cache) set(id string, ep *hooklinev1.Endpoint) {

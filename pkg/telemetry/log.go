@@ -20,5 +20,9 @@ func (t traceHandler) Handle(ctx context.Context, r slog.Record) error {
 	return t.Handler.Handle(ctx, r)
 }
 
-func (t traceHandler) WithAttrs(as []slog.Attr) slog.Handler { return traceHandler{t.Handler.WithAttrs(as)} }
-func (t traceHandler) WithGroup(name string) slog.Handler    { return traceHandler{t.Handler.WithGroup(name)} }
+func (t traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return traceHandler{t.Handler.WithAttrs(as)}
+}
+func (t traceHandler) WithGroup(name string) slog.Handler {
+	return traceHandler{t.Handler.WithGroup(name)}
+}

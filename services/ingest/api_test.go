@@ -33,9 +33,12 @@ type bundle struct {
 	pool  *pgxpool.Pool
 	kv    jetstream.KeyValue
 	cache *endpoints.Cache
+
+	handler  http.Handler
+	patterns []string // every route pattern the handler registered
 }
 
-func setup(t *testing.T, mutate func(*config.Config)) *bundle {
+func setup(t testing.TB, mutate func(*config.Config)) *bundle {
 	t.Helper()
 	ctx := t.Context()
 	pool, dbURL := pgtest.NewPool(t)
@@ -72,7 +75,8 @@ func setup(t *testing.T, mutate func(*config.Config)) *bundle {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ev := events.New(pool, js, cfg, log)
-	srv := httptest.NewServer(NewHandler(cfg, pool, kv, ev, log))
+	handler, patterns := newHandler(cfg, pool, kv, ev, log)
+	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
 
 	cache := endpoints.NewCache(kv, log)
@@ -80,7 +84,7 @@ func setup(t *testing.T, mutate func(*config.Config)) *bundle {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = cache.Run(cctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &bundle{url: srv.URL, pool: pool, kv: kv, cache: cache}
+	return &bundle{url: srv.URL, pool: pool, kv: kv, cache: cache, handler: handler, patterns: patterns}
 }
 
 type response struct {
@@ -91,7 +95,7 @@ type response struct {
 }
 
 // do sends a request; body is sent as is when it is a string, else as JSON.
-func (b *bundle) do(t *testing.T, method, path, token string, body any) response {
+func (b *bundle) do(t testing.TB, method, path, token string, body any) response {
 	t.Helper()
 	var rd io.Reader
 	switch v := body.(type) {
@@ -131,7 +135,7 @@ func (b *bundle) do(t *testing.T, method, path, token string, body any) response
 }
 
 // must sends a request and fails unless it answers want.
-func (b *bundle) must(t *testing.T, want int, method, path, token string, body any) response {
+func (b *bundle) must(t testing.TB, want int, method, path, token string, body any) response {
 	t.Helper()
 	r := b.do(t, method, path, token, body)
 	if r.status != want {
@@ -140,18 +144,18 @@ func (b *bundle) must(t *testing.T, want int, method, path, token string, body a
 	return r
 }
 
-func (b *bundle) tenant(t *testing.T, id string) {
+func (b *bundle) tenant(t testing.TB, id string) {
 	t.Helper()
 	b.must(t, http.StatusCreated, "POST", "/v1/tenants", adminToken, map[string]any{"id": id, "name": id + " Inc"})
 }
 
-func (b *bundle) key(t *testing.T, tenant string) (id, token string) {
+func (b *bundle) key(t testing.TB, tenant string) (id, token string) {
 	t.Helper()
 	r := b.must(t, http.StatusCreated, "POST", "/v1/tenants/"+tenant+"/api-keys", adminToken, map[string]any{"name": "k"})
 	return r.body["id"].(string), r.body["token"].(string)
 }
 
-func (b *bundle) endpoint(t *testing.T, tenant string, body map[string]any) map[string]any {
+func (b *bundle) endpoint(t testing.TB, tenant string, body map[string]any) map[string]any {
 	t.Helper()
 	return b.must(t, http.StatusCreated, "POST", "/v1/tenants/"+tenant+"/endpoints", adminToken, body).body
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/hookline/hookline/pkg/store"
 	"github.com/hookline/hookline/services/ingest/internal/controlplane"
 	"github.com/hookline/hookline/services/ingest/internal/events"
+	"github.com/hookline/hookline/services/ingest/internal/openapi"
 )
 
 // ServiceName is the ingest service's name in logs, NATS and PostgreSQL.
@@ -37,6 +38,11 @@ const ServiceName = "hookline-ingest"
 // up yet. A non-nil error means ingest could not run (a bad listen address,
 // a worker crash).
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if cfg.EncryptionKeys.Enabled() {
+		log.Info("endpoint signing secrets are encrypted at rest", "key_id", cfg.EncryptionKeys.PrimaryID())
+	} else {
+		log.Warn(config.EnvEncryptionKeys + " is not set: endpoint signing secrets are stored in clear")
+	}
 	health := ops.NewHealth()
 	health.Set("started", false)
 	health.Set("stopping", true) // true means "not stopping"; turned false on shutdown
@@ -190,9 +196,16 @@ func resyncLoop(ctx context.Context, pool *pgxpool.Pool, kv jetstream.KeyValue, 
 
 // NewHandler returns ingest's public API: the control plane and the events
 // routes on one mux, behind authentication and a body size limit. Unknown
-// routes and wrong methods answer problem+json.
+// routes and wrong methods answer problem+json. GET /v1/openapi.json needs
+// no token.
 func NewHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev *events.Service, log *slog.Logger) http.Handler {
-	mux := http.NewServeMux()
+	h, _ := newHandler(cfg, pool, kv, ev, log)
+	return h
+}
+
+// newHandler is NewHandler, also returning every pattern it registered.
+func newHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev *events.Service, log *slog.Logger) (http.Handler, []string) {
+	mux := &recordingMux{ServeMux: http.NewServeMux()}
 	test := func(ctx context.Context, tenant, endpointID string, data []byte) (string, error) {
 		res, err := ev.Accept(ctx, events.Input{
 			TenantID:       tenant,
@@ -204,9 +217,39 @@ func NewHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev
 	}
 	controlplane.New(pool, kv, cfg, test, log).Register(mux)
 	ev.Register(mux)
-	var h http.Handler = problemRoutes(mux)
-	h = auth.New(cfg.AdminToken, pool).Middleware(h)
-	return limitBody(h, maxRequestBytes(cfg))
+	doc := openapi.JSON()
+	mux.Handle("GET "+openapi.Path, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(doc)
+	}))
+	var h http.Handler = problemRoutes(mux.ServeMux)
+	h = publicDocument(auth.New(cfg.AdminToken, pool).Middleware(h), h)
+	return limitBody(h, maxRequestBytes(cfg)), mux.patterns
+}
+
+// recordingMux remembers the patterns registered, so a test can hold the
+// OpenAPI document against them.
+type recordingMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *recordingMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+// publicDocument lets GET /v1/openapi.json through without a token; every
+// other request goes through authenticated.
+func publicDocument(authenticated, open http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == openapi.Path && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			open.ServeHTTP(w, r)
+			return
+		}
+		authenticated.ServeHTTP(w, r)
+	})
 }
 
 // maxRequestBytes bounds any request body: a full batch of events plus JSON

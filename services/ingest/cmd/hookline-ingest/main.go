@@ -1,6 +1,7 @@
 // Command hookline-ingest runs Hookline's ingest service: the public API and
 // event intake. "hookline-ingest migrate" applies the database schema and
-// exits.
+// exits; "hookline-ingest rotate-secrets" re-encrypts every stored signing
+// secret with the primary key of HOOKLINE_ENCRYPTION_KEYS and exits.
 package main
 
 import (
@@ -49,11 +50,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		_, _ = fmt.Fprintln(stdout, name+": database schema is up to date")
 		return 0
+	case len(args) == 1 && args[0] == "rotate-secrets":
+		cfg, err := config.Load(getenv, config.Need{NATS: true, Database: true})
+		if err != nil {
+			return fail("%s", config.FirstLine(err))
+		}
+		if !cfg.EncryptionKeys.Enabled() {
+			return fail("%s: required by rotate-secrets (the keys, the new one first)", config.EnvEncryptionKeys)
+		}
+		log := logging.New(stderr, cfg.LogLevel, name)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		defer cancel()
+		n, err := ingest.RotateSecrets(rctx, cfg, log)
+		if err != nil {
+			return fail("rotate-secrets: %s", oneLine(err))
+		}
+		_, _ = fmt.Fprintf(stdout, "%s: %d endpoints re-encrypted with key %q; KV bucket updated\n", name, n, cfg.EncryptionKeys.PrimaryID())
+		return 0
 	case len(args) == 1 && (args[0] == "version" || args[0] == "--version"):
 		_, _ = fmt.Fprintln(stdout, name, version.Version)
 		return 0
 	default:
-		_, _ = fmt.Fprintf(stderr, "%s: unknown arguments %q (usage: %s [migrate|version])\n", name, args, name)
+		_, _ = fmt.Fprintf(stderr, "%s: unknown arguments %q (usage: %s [migrate|rotate-secrets|version])\n", name, args, name)
 		return 2
 	}
 

@@ -20,6 +20,7 @@ import (
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/endpoints"
 	"github.com/hookline/hookline/pkg/httpapi"
+	"github.com/hookline/hookline/pkg/secretbox"
 )
 
 // TestSender accepts a hookline.test event for one endpoint and returns the
@@ -33,18 +34,24 @@ type API struct {
 	cfg  config.Config
 	log  *slog.Logger
 	test TestSender
+	keys *secretbox.Keyring // nil: secrets stored in clear
 }
 
 // New returns the control-plane API over pool, syncing endpoints to kv.
 func New(pool *pgxpool.Pool, kv jetstream.KeyValue, cfg config.Config, test TestSender, log *slog.Logger) *API {
-	return &API{pool: pool, kv: kv, cfg: cfg, log: log, test: test}
+	return &API{pool: pool, kv: kv, cfg: cfg, log: log, test: test, keys: cfg.EncryptionKeys}
 }
 
 // maxBody bounds a control-plane request body.
 const maxBody = 256 << 10
 
+// Mux is where routes are registered; *http.ServeMux satisfies it.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
 // Register adds the control-plane routes to mux.
-func (a *API) Register(mux *http.ServeMux) {
+func (a *API) Register(mux Mux) {
 	h := func(pattern string, f httpapi.HandlerFunc) { mux.Handle(pattern, httpapi.Handle(a.log, f)) }
 
 	h("POST /v1/tenants", a.createTenant)

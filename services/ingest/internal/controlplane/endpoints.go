@@ -229,12 +229,16 @@ func (a *API) createEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err := a.apply(r.Context(), &e, in, true); err != nil {
 		return err
 	}
+	secret, _, err := a.sealSecrets(e)
+	if err != nil {
+		return err
+	}
 	_, err = a.pool.Exec(r.Context(), `
 		INSERT INTO endpoints (id, tenant_id, url, description, event_types, filter, headers, secret,
 			timeout_ms, retry_schedule, rate_limit, ordering, disabled, disabled_at, disabled_reason,
 			propagate_trace, version, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
-		e.ID, e.TenantID, e.URL, e.Description, e.EventTypes, e.Filter, e.Headers, e.Secret,
+		e.ID, e.TenantID, e.URL, e.Description, e.EventTypes, e.Filter, e.Headers, secret,
 		e.TimeoutMS, e.RetrySchedule, e.RateLimit, e.Ordering, e.Disabled, e.DisabledAt, e.DisabledReason,
 		e.PropagateTrace, e.Version, e.CreatedAt, e.UpdatedAt)
 	if err != nil {
@@ -262,7 +266,44 @@ func (a *API) loadEndpoint(ctx context.Context, q pgxQuerier, tenant, id string,
 	if err != nil {
 		return e, dbError("load endpoint", err)
 	}
+	if err := a.openSecrets(&e); err != nil {
+		return e, err
+	}
 	return e, nil
+}
+
+// openSecrets decrypts the row's signing secrets in place.
+func (a *API) openSecrets(e *endpoint) error {
+	v, err := a.keys.Open(e.Secret, e.ID)
+	if err != nil {
+		return fmt.Errorf("decrypt secret of endpoint %s: %w", e.ID, err)
+	}
+	e.Secret = v
+	if e.PrevSecret != nil {
+		v, err := a.keys.Open(*e.PrevSecret, e.ID)
+		if err != nil {
+			return fmt.Errorf("decrypt previous secret of endpoint %s: %w", e.ID, err)
+		}
+		e.PrevSecret = &v
+	}
+	return nil
+}
+
+// sealSecrets returns the row's signing secrets as stored: encrypted with
+// the primary key when encryption keys are configured, else in clear.
+func (a *API) sealSecrets(e endpoint) (secret string, prev *string, err error) {
+	secret, err = a.keys.Seal(e.Secret, e.ID)
+	if err != nil {
+		return "", nil, fmt.Errorf("encrypt secret of endpoint %s: %w", e.ID, err)
+	}
+	if e.PrevSecret != nil {
+		p, err := a.keys.Seal(*e.PrevSecret, e.ID)
+		if err != nil {
+			return "", nil, fmt.Errorf("encrypt previous secret of endpoint %s: %w", e.ID, err)
+		}
+		prev = &p
+	}
+	return secret, prev, nil
 }
 
 type pgxQuerier interface {
@@ -330,6 +371,10 @@ func (a *API) update(ctx context.Context, tenant, id string, change func(e *endp
 	if err := change(&e); err != nil {
 		return e, err
 	}
+	secret, prev, err := a.sealSecrets(e)
+	if err != nil {
+		return e, err
+	}
 	err = tx.QueryRow(ctx, `
 		UPDATE endpoints SET url = $2, description = $3, event_types = $4, filter = $5, headers = $6,
 			secret = $7, previous_secret = $8, previous_secret_expires_at = $9, timeout_ms = $10,
@@ -337,7 +382,7 @@ func (a *API) update(ctx context.Context, tenant, id string, change func(e *endp
 			disabled_reason = $16, propagate_trace = $17, version = version + 1, updated_at = $18
 		WHERE id = $1 RETURNING version, updated_at`,
 		e.ID, e.URL, e.Description, e.EventTypes, e.Filter, e.Headers,
-		e.Secret, e.PrevSecret, e.PrevExpiresAt, e.TimeoutMS,
+		secret, prev, e.PrevExpiresAt, e.TimeoutMS,
 		e.RetrySchedule, e.RateLimit, e.Ordering, e.Disabled, e.DisabledAt,
 		e.DisabledReason, e.PropagateTrace, apitime.Now()).Scan(&e.Version, &e.UpdatedAt)
 	if err != nil {

@@ -280,6 +280,35 @@ func TestProducerIDAndDuplicates(t *testing.T) {
 	}
 }
 
+// TestIdempotencyKeyExpires: an Idempotency-Key is a duplicate within 24
+// hours only; an event id stays a duplicate forever.
+func TestIdempotencyKeyExpires(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.post(t, `{"type":"order.created","data":{"n":1},"id":"evt-old"}`, "Idempotency-Key", "k-old").json(t)
+	if first["duplicate"] != false {
+		t.Fatalf("first %v", first)
+	}
+	if _, err := b.pool.Exec(t.Context(), `UPDATE events SET accepted_at = accepted_at - interval '25 hours' WHERE id = 'evt-old'`); err != nil {
+		t.Fatal(err)
+	}
+	again := b.post(t, `{"type":"order.created","data":{"n":2}}`, "Idempotency-Key", "k-old").json(t)
+	if again["duplicate"] != false || again["id"] == "evt-old" {
+		t.Fatalf("a key older than 24 h must start a new event: %v", again)
+	}
+	third := b.post(t, `{"type":"order.created","data":{"n":3}}`, "Idempotency-Key", "k-old").json(t)
+	if third["duplicate"] != true || third["id"] != again["id"] {
+		t.Fatalf("the key now names the new event: %v", third)
+	}
+	byID := b.post(t, `{"type":"order.created","data":{"n":4},"id":"evt-old"}`).json(t)
+	if byID["duplicate"] != true || byID["id"] != "evt-old" {
+		t.Fatalf("an old id stays a duplicate: %v", byID)
+	}
+	if n := b.streamMsgs(t); n != 2 {
+		t.Errorf("%d stream messages, want 2", n)
+	}
+}
+
 func TestConcurrentDuplicates(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

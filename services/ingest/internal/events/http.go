@@ -22,7 +22,9 @@ const envelopeBytes = 64 << 10
 
 // Register adds the event routes to mux, which must already be wrapped by
 // [auth.Authenticator.Middleware].
-func (s *Service) Register(mux *http.ServeMux) {
+func (s *Service) Register(mux interface {
+	Handle(pattern string, h http.Handler)
+}) {
 	mux.Handle("POST /v1/tenants/{tenant}/events", s.handle(s.handleCreate))
 	mux.Handle("POST /v1/tenants/{tenant}/events/batch", s.handle(s.handleBatch))
 	mux.Handle("GET /v1/tenants/{tenant}/events", s.handle(s.handleList))

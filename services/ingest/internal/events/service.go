@@ -318,11 +318,57 @@ WHERE tenant_id = $1 AND (id = $2 OR idempotency_key = NULLIF($3, ''))
 ORDER BY (idempotency_key IS NOT DISTINCT FROM NULLIF($3, '')) DESC
 LIMIT 1`
 
-// insertAll inserts items in one round trip, and reads the existing row of
+// IdempotencyWindow is how long an Idempotency-Key is remembered (CONTRACT
+// 2.3). An event id, which is also the webhook-id endpoints deduplicate on,
+// stays unique within its tenant forever.
+const IdempotencyWindow = 24 * time.Hour
+
+// insertAll inserts items and reads the existing row of every item that
+// conflicted. An item that conflicted only with an Idempotency-Key older
+// than [IdempotencyWindow] releases that key and is inserted again, so it
+// becomes a new event.
+func (s *Service) insertAll(ctx context.Context, items []*item, out []outcome) {
+	s.insertOnce(ctx, items, out)
+	var expired []*item
+	for _, it := range items {
+		e := it.existing
+		if out[it.idx].err == nil && e != nil && it.in.IdempotencyKey != "" && e.id != it.id &&
+			it.acceptedAt.Sub(e.acceptedAt) > IdempotencyWindow {
+			expired = append(expired, it)
+		}
+	}
+	if len(expired) == 0 {
+		return
+	}
+	for _, it := range expired {
+		// Only a row still older than the window: a concurrent request may
+		// have released the key and taken it already.
+		_, err := s.pool.Exec(ctx, `
+UPDATE events SET idempotency_key = NULL
+WHERE tenant_id = $1 AND idempotency_key = $2 AND accepted_at < $3`,
+			it.in.TenantID, it.in.IdempotencyKey, it.acceptedAt.Add(-IdempotencyWindow))
+		if err != nil {
+			out[it.idx].err = dbError(it.in.TenantID, err)
+			continue
+		}
+		it.existing = nil
+	}
+	var again []*item
+	for _, it := range expired {
+		if out[it.idx].err == nil {
+			again = append(again, it)
+		}
+	}
+	if len(again) > 0 {
+		s.insertOnce(ctx, again, out)
+	}
+}
+
+// insertOnce inserts items in one round trip, and reads the existing row of
 // every item that conflicted. A statement error aborts the whole batch (it
 // is one implicit transaction), so on a refused value it retries item by
 // item, letting the bad one fail alone.
-func (s *Service) insertAll(ctx context.Context, items []*item, out []outcome) {
+func (s *Service) insertOnce(ctx context.Context, items []*item, out []outcome) {
 	err := s.insertBatch(ctx, items)
 	var pgErr *pgconn.PgError
 	if err != nil && len(items) > 1 && errors.As(err, &pgErr) {
