@@ -1,0 +1,223 @@
+package harness
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildServices builds the four service binaries into a temporary
+// directory, or uses HOOKLINE_BENCH_BIN when it is set.
+func buildServices(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("HOOKLINE_BENCH_BIN"); dir != "" {
+		return dir
+	}
+	dir := t.TempDir()
+	for _, name := range services {
+		svc := strings.TrimPrefix(name, "hookline-")
+		pkg := "github.com/hookline/hookline/services/" + svc + "/cmd/" + name
+		cmd := exec.CommandContext(t.Context(), "go", "build", "-o", filepath.Join(dir, name), pkg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	return dir
+}
+
+// TestRunTiny runs the whole harness at a tiny scale: two scenarios of 200
+// events each, against the real services, NATS and PostgreSQL.
+func TestRunTiny(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole pipeline")
+	}
+	bin := buildServices(t)
+	out := t.TempDir()
+	rep, err := Run(t.Context(), Options{
+		BinDir:          bin,
+		DatabaseURL:     os.Getenv("TEST_DATABASE_URL"),
+		Scenarios:       []string{"batch", "fixed-200"},
+		Events:          200,
+		CeilingDuration: 300 * time.Millisecond,
+		OutDir:          out,
+		Commit:          "test",
+		Progress:        testWriter{t},
+	})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(rep.Results) != 2 {
+		t.Fatalf("got %d results, want 2", len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		if r.Accepted != 200 || r.Expected != 200 || r.Delivered != 200 {
+			t.Errorf("%s: accepted %d, expected %d, delivered %d; want 200 each (send errors %d: %s)",
+				r.Name, r.Accepted, r.Expected, r.Delivered, r.SendErrors, r.SendErrorSample)
+		}
+		if r.EventsPerSec <= 0 || r.DeliveriesPerSec != r.EventsPerSec {
+			t.Errorf("%s: events/s %v, deliveries/s %v", r.Name, r.EventsPerSec, r.DeliveriesPerSec)
+		}
+		if r.P50 <= 0 || r.P50 > r.P99 || r.P99 > r.Max {
+			t.Errorf("%s: latency p50 %s p99 %s max %s not ordered", r.Name, r.P50, r.P99, r.Max)
+		}
+		var cpu float64
+		for _, name := range services {
+			cpu += r.CPUPer1k[name]
+			if r.PeakRSS[name] <= 0 {
+				t.Errorf("%s: no peak RSS for %s", r.Name, name)
+			}
+		}
+		if cpu <= 0 {
+			t.Errorf("%s: the services used no CPU: %v", r.Name, r.CPUPer1k)
+		}
+	}
+	if rep.Ceilings.HTTP <= 0 || rep.Ceilings.JSPublish <= 0 || rep.Ceilings.JSConsume <= 0 {
+		t.Errorf("ceilings not measured: %+v", rep.Ceilings)
+	}
+	for _, want := range []string{"batch", "fixed-200", "events/s", "p99", "synchronous_commit=", "ceilings:"} {
+		if !strings.Contains(rep.Text, want) {
+			t.Errorf("report lacks %q:\n%s", want, rep.Text)
+		}
+	}
+	latest, err := os.ReadFile(filepath.Join(out, "latest.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(latest), rep.Text) || len(rep.Files) != 2 {
+		t.Errorf("latest.md does not hold the report (files %v)", rep.Files)
+	}
+	t.Logf("\n%s", rep.Text)
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestEventData(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name            string
+		run, seq, sent  int64
+		wantRun, wantSq int64
+	}{
+		{"small", 1, 0, 1, 1, 0},
+		{"large", 1_000_007, 123_456_789, time.Now().UnixNano(), 1_000_007, 123_456_789},
+		{"negative run", -1, 5, 7, -1, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := appendEventData(nil, tc.run, tc.seq, tc.sent)
+			if len(b) != EventDataBytes {
+				t.Fatalf("data is %d bytes, want %d", len(b), EventDataBytes)
+			}
+			// A delivery wraps the data in the envelope, possibly re-encoded
+			// with spaces (as jsonb prints it).
+			spaced := strings.ReplaceAll(string(b), `":`, `": `)
+			for _, body := range []string{`{"type":"x","data":` + string(b) + `}`, `{"data": ` + spaced + `}`} {
+				run, ok1 := findInt([]byte(body), `"bench_run"`)
+				seq, ok2 := findInt([]byte(body), `"bench_seq"`)
+				sent, ok3 := findInt([]byte(body), `"bench_sent"`)
+				if !ok1 || !ok2 || !ok3 || run != tc.wantRun || seq != tc.wantSq || sent != tc.sent {
+					t.Fatalf("parsed run %d seq %d sent %d from %.80s", run, seq, sent, body)
+				}
+			}
+		})
+	}
+	if _, ok := findInt([]byte(`{"other":1}`), `"bench_seq"`); ok {
+		t.Fatal("findInt found a missing key")
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	t.Parallel()
+	stat := []byte("1234 (hookline dispatch) S 1 1234 1234 0 -1 4194560 5000 0 0 0 250 75 0 0 20 0 12 0 100 1000000 2000 18446744073709551615\n")
+	cpu, err := parseStatCPU(stat)
+	if err != nil || cpu != 3.25 {
+		t.Fatalf("parseStatCPU = %v, %v; want 3.25 s", cpu, err)
+	}
+	if _, err := parseStatCPU([]byte("garbage")); err == nil {
+		t.Fatal("parseStatCPU accepted garbage")
+	}
+	status := []byte("Name:\thookline-ingest\nVmPeak:\t  900000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30000 kB\n")
+	hwm, err := parseVmHWM(status)
+	if err != nil || hwm != 40<<20 {
+		t.Fatalf("parseVmHWM = %d, %v; want 40 MiB", hwm, err)
+	}
+	if _, err := parseVmHWM([]byte("Name:\tx\n")); err == nil {
+		t.Fatal("parseVmHWM found no line but no error")
+	}
+	// This process's own figures are readable.
+	if c, err := cpuSeconds(os.Getpid()); err != nil || c < 0 {
+		t.Fatalf("cpuSeconds(self) = %v, %v", c, err)
+	}
+	if r, err := peakRSS(os.Getpid()); err != nil || r <= 0 {
+		t.Fatalf("peakRSS(self) = %v, %v", r, err)
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		got, want string
+	}{
+		{thousands(0), "0"},
+		{thousands(999.6), "1,000"},
+		{thousands(1234567), "1,234,567"},
+		{fmtDur(0), "-"},
+		{fmtDur(1234 * time.Microsecond), "1.23ms"},
+		{fmtDur(25 * time.Millisecond), "25ms"},
+		{fmtDur(1500 * time.Millisecond), "1.50s"},
+		{pct(1, 4), "25.0%"},
+		{pct(1, 0), "-"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+	lat := []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if p := percentile(lat, 0.5); p != 5 {
+		t.Errorf("p50 = %d, want 5", p)
+	}
+	if p := percentile(lat, 0.99); p != 10 {
+		t.Errorf("p99 = %d, want 10", p)
+	}
+	got := table([][]string{{"a", "bb"}, {"ccc", "d"}})
+	if want := "a    bb\nccc   d\n"; got != want {
+		t.Errorf("table = %q, want %q", got, want)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	t.Parallel()
+	rs := []Result{
+		{EventsPerSec: 100, P99: 3, Delivered: 10, Expected: 10, CPUPer1k: map[string]float64{"x": 1}, Quiet: true},
+		{EventsPerSec: 300, P99: 1, Delivered: 10, Expected: 10, CPUPer1k: map[string]float64{"x": 3}, Quiet: true},
+		{EventsPerSec: 200, P99: 2, Delivered: 9, Expected: 10, CPUPer1k: map[string]float64{"x": 2}, Quiet: false},
+	}
+	m := median(rs)
+	if m.EventsPerSec != 200 || m.P99 != 2 || m.CPUPer1k["x"] != 2 || m.EventsMin != 100 || m.EventsMax != 300 ||
+		m.Delivered != 29 || m.Expected != 30 || m.Quiet || m.Rounds != 3 {
+		t.Fatalf("median = %+v", m)
+	}
+}
+
+func TestSelectScenarios(t *testing.T) {
+	t.Parallel()
+	all, err := selectScenarios(nil)
+	if err != nil || len(all) != len(Scenarios()) {
+		t.Fatalf("all scenarios: %d, %v", len(all), err)
+	}
+	two, err := selectScenarios([]string{"nats", "batch"})
+	if err != nil || len(two) != 2 || two[0].Name != "batch" {
+		t.Fatalf("selected %+v, %v", two, err)
+	}
+	if _, err := selectScenarios([]string{"nope"}); err == nil {
+		t.Fatal("an unknown scenario was accepted")
+	}
+}
