@@ -28,10 +28,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hookline/hookline/cmd/hookline-dev/internal/devnats"
-	"github.com/hookline/hookline/cmd/hookline-dev/internal/localpg"
 	"github.com/hookline/hookline/cmd/hookline-dev/internal/receiver"
 	"github.com/hookline/hookline/cmd/hookline-dev/internal/router"
 	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/localpg"
 	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/store"

@@ -7,8 +7,10 @@ package dispatcher
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -25,8 +27,12 @@ import (
 	"github.com/hookline/hookline/pkg/store"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 	"github.com/hookline/hookline/services/dispatcher/internal/attemptlog"
+	"github.com/hookline/hookline/services/dispatcher/internal/breaker"
 	"github.com/hookline/hookline/services/dispatcher/internal/delivery"
 	"github.com/hookline/hookline/services/dispatcher/internal/dispatch"
+	"github.com/hookline/hookline/services/dispatcher/internal/keylane"
+	"github.com/hookline/hookline/services/dispatcher/internal/parking"
+	"github.com/hookline/hookline/services/dispatcher/internal/ratelimit"
 	"github.com/hookline/hookline/services/dispatcher/internal/retry"
 )
 
@@ -93,7 +99,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return startErr(ctx, err)
 	}
-	cache := endpoints.NewCache(kv, log)
+	cache := endpoints.NewCache(kv, log, endpoints.WithSecrets(cfg.EncryptionKeys))
 	health.Check("endpoints_synced", cache.Synced)
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
@@ -118,8 +124,34 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return startErr(ctx, err)
 	}
 
+	owner := replicaID()
+	deliveries, err := js.Stream(ctx, bus.StreamDeliveries)
+	if err != nil {
+		stopBackground()
+		bg.Wait()
+		return startErr(ctx, fmt.Errorf("open stream %s: %w", bus.StreamDeliveries, err))
+	}
+	head := keylane.StreamHead(deliveries)
+	if err := checkHeadLookup(ctx, head); err != nil {
+		stopBackground()
+		bg.Wait()
+		return startErr(ctx, err)
+	}
+	members, err := ratelimit.EnsureMembers(ctx, js, owner, log)
+	if err != nil {
+		stopBackground()
+		bg.Wait()
+		return startErr(ctx, err)
+	}
+	circuits := breaker.New(pool, owner, breaker.Config{ProbeTimeout: AckWait}, log)
+	if err := circuits.Load(ctx); err != nil {
+		log.Warn("read circuit breaker state; continuing, it is read again every 500 ms", "err", err)
+	}
+
 	bg.Go(func() { retry.NewScheduler(pool, js, log).Run(bgCtx) })
 	bg.Go(func() { attemptlog.New(pool, logCons, log).Run(bgCtx) })
+	bg.Go(func() { members.Run(bgCtx) })
+	bg.Go(func() { circuits.Run(bgCtx) })
 
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
@@ -130,7 +162,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		},
 		func(ctx context.Context, id string) error { return disableEndpoint(ctx, pool, kv, id) },
 		js, log)
-	runner := dispatch.NewRunner(h, dispatch.NewLimits(concurrency, PerEndpointInFlight), log)
+	h.Keys = parking.New(pool)
+	h.Breaker = circuits
+	h.Rates = ratelimit.New(members.Count)
+	limits := dispatch.NewLimits(concurrency, PerEndpointInFlight)
+	runner := dispatch.NewRunner(h, limits, head, log)
+	drainer := dispatch.NewDrainer(h, limits, owner, log)
+	drainCtx, stopDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDrain()
+	drainDone := make(chan struct{})
+	go func() { defer close(drainDone); drainer.Run(drainCtx) }()
 
 	it, err := cons.Messages(jetstream.PullMaxMessages(min(2*concurrency, 500)))
 	if err != nil {
@@ -158,10 +199,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		<-loopDone
 	}
 	runner.Stop()
+	stopDrain()
 	if !runner.Wait(cfg.ShutdownTimeout) {
 		log.Warn("in-flight deliveries did not finish in time, handing them back")
 		cancelWork() // attempts are cut short and NAKed
 		runner.Wait(5 * time.Second)
+	}
+	select {
+	case <-drainDone:
+	case <-time.After(cfg.ShutdownTimeout):
+		log.Warn("blocked-key drains did not finish in time; their leases expire")
 	}
 	stopBackground()
 	bg.Wait()
@@ -171,6 +218,24 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Warn("drain NATS connection", "err", err)
 	}
 	log.Info("dispatcher stopped")
+	return nil
+}
+
+// replicaID names this replica in leases and heartbeats: the host name and
+// a random suffix, so a restarted process is a new owner.
+func replicaID() string {
+	host, _ := os.Hostname()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%x", host, b)
+}
+
+// checkHeadLookup makes sure the server answers the head-of-subject lookup
+// per-key order relies on (STREAM.MSG.GET with next_by_subj).
+func checkHeadLookup(ctx context.Context, head keylane.HeadFunc) error {
+	if _, _, err := head(ctx, bus.DeliverySubject("_", "_", "")); err != nil {
+		return fmt.Errorf("NATS server cannot look up the head of a subject (needed for per-key order): %w", err)
+	}
 	return nil
 }
 

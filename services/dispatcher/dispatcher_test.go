@@ -120,7 +120,11 @@ func (b *bundle) start(t *testing.T) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var w io.Writer = io.Discard
+	if os.Getenv("HOOKLINE_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	go func() { done <- dispatcher.Run(ctx, b.cfg, log) }()
 	var once sync.Once
 	stop = func() {
@@ -160,17 +164,23 @@ func (b *bundle) putEndpoint(t *testing.T, id, url string, scheduleMS ...uint64)
 
 func (b *bundle) publish(t *testing.T, endpointID string) *hooklinev1.Delivery {
 	t.Helper()
+	return b.publishKey(t, endpointID, "k1")
+}
+
+// publishKey publishes a delivery with ordering key key ("" for none).
+func (b *bundle) publishKey(t *testing.T, endpointID, key string) *hooklinev1.Delivery {
+	t.Helper()
 	evID := ids.New(ids.Event)
 	d := &hooklinev1.Delivery{
 		Id: ids.DeliveryFor("acme", evID, endpointID), TenantId: "acme", EventId: evID, EndpointId: endpointID,
-		EventType: "order.created", Data: []byte(`{"amount": 5, "currency":"EUR"}`), OrderingKey: "k1",
+		EventType: "order.created", Data: []byte(`{"amount": 5, "currency":"EUR"}`), OrderingKey: key,
 		AcceptedAt: timestamppb.New(apitime.Now()), CreatedAt: timestamppb.New(apitime.Now()),
 	}
 	data, err := proto.Marshal(d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.js.PublishMsg(t.Context(), bus.NewMsg(bus.DeliverySubject("acme", endpointID, "k1"), bus.DeliveryMsgID(d.GetId(), 0), data)); err != nil {
+	if _, err := b.js.PublishMsg(t.Context(), bus.NewMsg(bus.DeliverySubject("acme", endpointID, key), bus.DeliveryMsgID(d.GetId(), 0), data)); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -483,36 +493,48 @@ func TestTimeoutIsRetried(t *testing.T) {
 
 func TestParkedRetrySurvivesRestart(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	rcv := newReceiver(t, func(n int, w http.ResponseWriter) {
-		if n == 1 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	})
-	b.putEndpoint(t, "ep_1", rcv.URL, 1500)
-	stop := b.start(t)
-	d := b.publish(t, "ep_1")
-	waitFor(t, "parked retry", func() bool {
-		var n int
-		_ = b.pool.QueryRow(t.Context(), `SELECT count(*) FROM delivery_retries WHERE delivery_id = $1`, d.GetId()).Scan(&n)
-		return n == 1
-	})
-	stop()
-	if n := len(rcv.requests()); n != 1 {
-		t.Fatalf("%d requests before restart, want 1", n)
-	}
-	b.start(t)
-	waitFor(t, "succeeded delivery row", func() bool {
-		r, ok := b.delivery(t, d.GetId())
-		return ok && r.status == "succeeded" && r.attempts == 2
-	})
-	var left int
-	if err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM delivery_retries`).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
-	if left != 0 {
-		t.Errorf("%d parked retries left", left)
+	for _, tc := range []struct {
+		name, key, table string
+	}{
+		{"keyless", "", "delivery_retries"},
+		{"keyed", "k1", "parked_deliveries"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			rcv := newReceiver(t, func(n int, w http.ResponseWriter) {
+				if n == 1 {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+				w.WriteHeader(http.StatusOK)
+			})
+			b.putEndpoint(t, "ep_1", rcv.URL, 1500)
+			stop := b.start(t)
+			d := b.publishKey(t, "ep_1", tc.key)
+			waitFor(t, "parked retry", func() bool {
+				var n int
+				_ = b.pool.QueryRow(t.Context(), `SELECT count(*) FROM `+tc.table+` WHERE delivery_id = $1`, d.GetId()).Scan(&n)
+				return n == 1
+			})
+			stop()
+			if n := len(rcv.requests()); n != 1 {
+				t.Fatalf("%d requests before restart, want 1", n)
+			}
+			b.start(t)
+			waitFor(t, "succeeded delivery row", func() bool {
+				r, ok := b.delivery(t, d.GetId())
+				return ok && r.status == "succeeded" && r.attempts == 2
+			})
+			for _, table := range []string{"delivery_retries", "parked_deliveries", "blocked_keys"} {
+				var left int
+				waitFor(t, table+" empty", func() bool {
+					if err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM `+table).Scan(&left); err != nil {
+						t.Fatal(err)
+					}
+					return left == 0
+				})
+			}
+		})
 	}
 }

@@ -2,7 +2,8 @@
 // from HOOKLINE_EVENTS and publishes one delivery per matching endpoint to
 // HOOKLINE_DELIVERIES (a dead letter for a disabled endpoint), recording each
 // delivery in PostgreSQL. Any number of replicas may run; events that share an
-// ordering key are handled in order within a replica.
+// ordering key are fanned out one at a time, in acceptance order, across all
+// replicas (docs/design/ordering.md).
 package fanout
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +24,7 @@ import (
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/store"
 	"github.com/hookline/hookline/services/fanout/internal/fanout"
+	"github.com/hookline/hookline/services/fanout/internal/keylane"
 	"github.com/hookline/hookline/services/fanout/internal/match"
 )
 
@@ -66,7 +69,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return startErr(ctx, err)
 	}
-	cache := endpoints.NewCache(kv, log)
+	cache := endpoints.NewCache(kv, log, endpoints.WithSecrets(cfg.EncryptionKeys))
 	health.Check("endpoints_synced", cache.Synced)
 	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCache()
@@ -84,6 +87,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	h := fanout.NewHandler(pool, js, match.New(cache, log), log)
 	ln := fanout.NewLanes(lanes, laneDepth, h.Handle)
 	ln.Start(workCtx)
+	events, err := js.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		return startErr(ctx, fmt.Errorf("open stream %s: %w", bus.StreamEvents, err))
+	}
+	head := keylane.StreamHead(events)
+	if _, _, err := head(ctx, bus.EventSubject("_", "")); err != nil {
+		return startErr(ctx, fmt.Errorf("NATS server cannot look up the head of a subject (needed for per-key order): %w", err))
+	}
+	// Keyed events run one per key, in order, each once it is the head of
+	// its key's subject; at most `lanes` of them at once.
+	sem := make(chan struct{}, lanes)
+	keyed := keylane.New(head, func(ctx context.Context, msg jetstream.Msg) {
+		sem <- struct{}{}
+		defer func() { <-sem }()
+		h.HandleOrdered(ctx, msg)
+	}, log)
 
 	it, err := cons.Messages(jetstream.PullMaxMessages(pullBatch))
 	if err != nil {
@@ -92,7 +111,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
-		consumeLoop(it, ln, log)
+		consumeLoop(workCtx, it, ln, keyed, log)
 	}()
 	health.Set("consuming", true)
 	log.Info("fan-out consuming", "stream", bus.StreamEvents, "consumer", bus.ConsumerFanout)
@@ -109,10 +128,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		<-loopDone
 	}
 	ln.Stop()
-	if !ln.Wait(cfg.ShutdownTimeout) {
+	keyed.Stop()
+	if !ln.Wait(cfg.ShutdownTimeout) || !keyed.Wait(cfg.ShutdownTimeout) {
 		log.Warn("in-flight events did not finish in time, handing them back")
 		cancelWork() // handlers fail and NAK
 		ln.Wait(5 * time.Second)
+		keyed.Wait(5 * time.Second)
 	}
 	stopCache()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -124,7 +145,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
-func consumeLoop(it jetstream.MessagesContext, ln *fanout.Lanes, log *slog.Logger) {
+func consumeLoop(ctx context.Context, it jetstream.MessagesContext, ln *fanout.Lanes, keyed *keylane.Lanes, log *slog.Logger) {
 	for {
 		msg, err := it.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -135,7 +156,11 @@ func consumeLoop(it jetstream.MessagesContext, ln *fanout.Lanes, log *slog.Logge
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		ln.Dispatch(msg)
+		if strings.HasSuffix(msg.Subject(), "."+bus.NoKey) {
+			ln.Dispatch(msg)
+			continue
+		}
+		keyed.Add(ctx, msg)
 	}
 }
 

@@ -84,6 +84,13 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_event ON deliveries (tenant_id, event_id, created_at);
 
+-- The attempt log, partitioned by day on started_at so that retention drops
+-- whole partitions (HOOKLINE_ATTEMPT_RETENTION) instead of deleting rows. The
+-- attempt-log writer creates the partitions attempts_pYYYYMMDD (UTC days) a
+-- few days ahead; a row no partition covers lands in attempts_default and is
+-- moved when its day's partition is created. A partitioned table's primary
+-- key must contain the partition key, so (delivery_id, attempt) alone is not
+-- unique here: the writer keeps it unique (see services/dispatcher/internal/attemptlog).
 CREATE TABLE attempts (
     delivery_id    text NOT NULL,
     attempt        integer NOT NULL,
@@ -96,10 +103,23 @@ CREATE TABLE attempts (
     error          text,
     response_body  text,
     succeeded      boolean NOT NULL,
-    PRIMARY KEY (delivery_id, attempt)
-);
+    PRIMARY KEY (delivery_id, attempt, started_at)
+) PARTITION BY RANGE (started_at);
+CREATE TABLE attempts_default PARTITION OF attempts DEFAULT;
 CREATE INDEX attempts_endpoint_time ON attempts (endpoint_id, started_at DESC);
 CREATE INDEX attempts_event ON attempts (tenant_id, event_id, endpoint_id);
+
+-- Per endpoint, since when it has failed without a success in between (null
+-- while its latest attempt succeeded); the attempt-log writer keeps it and
+-- disables an endpoint failing longer than HOOKLINE_AUTO_DISABLE_AFTER.
+CREATE TABLE endpoint_health (
+    endpoint_id      text PRIMARY KEY,
+    tenant_id        text NOT NULL,
+    failing_since    timestamptz,
+    last_success_at  timestamptz,
+    last_failure_at  timestamptz,
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
 
 CREATE TABLE dead_letters (
     id                text PRIMARY KEY,
@@ -194,8 +214,51 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_tenant_time ON audit_log (tenant_id, at DESC);
 
+-- Per-key ordering (docs/design/ordering.md). A key whose head delivery waits
+-- for a retry, or for an open circuit, is blocked: its row says when it is due
+-- and which dispatcher replica holds the lease to drain it; the head and every
+-- later delivery of that key are parked in stream order until drained.
+CREATE TABLE blocked_keys (
+    endpoint_id  text NOT NULL,
+    key_token    text NOT NULL,
+    tenant_id    text NOT NULL,
+    due_at       timestamptz NOT NULL,
+    lease_owner  text,
+    lease_until  timestamptz,
+    blocked_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (endpoint_id, key_token)
+);
+CREATE INDEX blocked_keys_due ON blocked_keys (due_at);
+
+CREATE TABLE parked_deliveries (
+    endpoint_id  text NOT NULL,
+    key_token    text NOT NULL,
+    -- seq is the delivery's HOOKLINE_DELIVERIES stream sequence: the order.
+    seq          bigint NOT NULL,
+    delivery_id  text NOT NULL,
+    payload      bytea NOT NULL,
+    parked_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (endpoint_id, key_token, seq)
+);
+
+-- Circuit breaker state shared by every dispatcher replica (CONTRACT 2.2
+-- health.circuit; no row means closed).
+CREATE TABLE endpoint_circuits (
+    endpoint_id  text PRIMARY KEY,
+    circuit      text NOT NULL DEFAULT 'closed' CHECK (circuit IN ('closed', 'open', 'half_open')),
+    changed_at   timestamptz NOT NULL DEFAULT now(),
+    open_until   timestamptz,
+    -- opens counts consecutive openings without a successful probe.
+    opens        integer NOT NULL DEFAULT 0,
+    probe_owner  text,
+    probe_until  timestamptz
+);
+
 ---- create above / drop below ----
 
+DROP TABLE endpoint_circuits;
+DROP TABLE parked_deliveries;
+DROP TABLE blocked_keys;
 DROP TABLE audit_log;
 DROP INDEX deliveries_replay;
 DROP TABLE replay_items;
@@ -203,6 +266,7 @@ DROP TABLE replays;
 DROP TABLE rejected_events;
 DROP TABLE delivery_retries;
 DROP TABLE dead_letters;
+DROP TABLE endpoint_health;
 DROP TABLE attempts;
 DROP TABLE deliveries;
 DROP TABLE events;

@@ -1,19 +1,44 @@
 // Package attemptlog writes attempt outcomes from HOOKLINE_ATTEMPTS to the
 // attempts table and the deliveries' status, in batches: one transaction per
-// fetch of up to 500 messages, acknowledged only after it commits.
+// fetch of up to 500 messages (or what arrived within 100 ms), acknowledged
+// only after it commits. When PostgreSQL is unreachable the batch is NAKed
+// with a delay and comes back: an outage delays the log and loses nothing.
+//
+// The attempts table is partitioned by UTC day on started_at. The writer
+// creates each day's partition a few days ahead and drops the partitions
+// older than the retention (a DROP, not a DELETE); see [EnsurePartitions] and
+// [DropExpired].
+//
+// Because the partition key must be part of the primary key, the key
+// (delivery_id, attempt, started_at) no longer stops the same attempt from
+// being recorded twice with two start times (a dispatcher that died after
+// publishing an outcome repeats the attempt). [Store] therefore upserts the
+// deliveries first, which locks each delivery's row until commit, and then
+// inserts only the attempts not already recorded for that delivery: two
+// writers holding the same outcome are serialised by that row lock.
+//
+// The writer also knows every outcome, so it tracks per endpoint since when
+// it has failed without a success (table endpoint_health) and disables an
+// endpoint that has failed continuously for longer than
+// [Writer.AutoDisableAfter].
 package attemptlog
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hookline/hookline/pkg/config"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
 
@@ -22,31 +47,62 @@ type Beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
+// DB is what the writer needs of the database; *pgxpool.Pool implements it.
+type DB interface {
+	Beginner
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
 // Fetcher fetches batches; a jetstream.Consumer implements it.
 type Fetcher interface {
 	Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error)
 }
 
-// Writer moves outcomes from the consumer to the database.
+// Writer moves outcomes from the consumer to the database. Set its exported
+// fields before [Writer.Run].
 type Writer struct {
-	db      Beginner
+	db      DB
 	cons    Fetcher
 	log     *slog.Logger
 	Batch   int
 	MaxWait time.Duration
+	// Retention is how long attempts are kept (whole days' partitions are
+	// dropped once all their rows are older).
+	Retention time.Duration
+	// PartitionsAhead is how many days after today get their partition
+	// before any attempt needs it.
+	PartitionsAhead int
+	// MaintainEvery is how often partitions are created and dropped.
+	MaintainEvery time.Duration
+	// AutoDisableAfter disables an endpoint that has failed continuously for
+	// longer; 0, or a nil SyncEndpoint, turns this off.
+	AutoDisableAfter time.Duration
+	// SyncEndpoint publishes an endpoint's changed configuration to every
+	// replica (endpoints.Sync with the service's pool and KV bucket).
+	SyncEndpoint func(ctx context.Context, endpointID string) error
 }
 
 // New returns a Writer taking up to 500 outcomes, or what arrived within
-// 100 ms, per transaction.
-func New(db Beginner, cons Fetcher, log *slog.Logger) *Writer {
-	return &Writer{db: db, cons: cons, log: log, Batch: 500, MaxWait: 100 * time.Millisecond}
+// 100 ms, per transaction, keeping attempts for the default retention and
+// auto-disabling endpoints after the default period once SyncEndpoint is set.
+func New(db DB, cons Fetcher, log *slog.Logger) *Writer {
+	return &Writer{
+		db: db, cons: cons, log: log, Batch: 500, MaxWait: 100 * time.Millisecond,
+		Retention: config.DefaultAttemptRetention, PartitionsAhead: 2, MaintainEvery: time.Hour,
+		AutoDisableAfter: config.DefaultAutoDisableAfter,
+	}
 }
 
 // nakDelay is how long outcomes wait after the database failed.
 const nakDelay = 2 * time.Second
 
-// Run writes batches until ctx ends; the batch in progress is finished.
+// Run writes batches until ctx ends; the batch in progress is finished. It
+// also maintains the attempts partitions: at once, then every MaintainEvery.
 func (w *Writer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { w.maintain(ctx) })
 	for ctx.Err() == nil {
 		batch, err := w.cons.Fetch(w.Batch, jetstream.FetchMaxWait(w.MaxWait))
 		if err != nil {
@@ -88,8 +144,39 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// maintain creates the coming days' partitions and drops expired ones, at
+// start and then every MaintainEvery; a failure (PostgreSQL down) is retried
+// a minute later.
+func (w *Writer) maintain(ctx context.Context) {
+	for ctx.Err() == nil {
+		next := w.MaintainEvery
+		if err := w.Maintain(ctx, time.Now()); err != nil {
+			w.log.Warn("maintain attempt log partitions, will retry", "err", err)
+			next = min(next, time.Minute)
+		}
+		sleep(ctx, next)
+	}
+}
+
+// Maintain creates the partitions of today and the PartitionsAhead days
+// after it, and drops those older than Retention. It is idempotent and safe
+// to run from every replica at once.
+func (w *Writer) Maintain(ctx context.Context, now time.Time) error {
+	mctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := EnsurePartitions(mctx, w.db, now, w.PartitionsAhead); err != nil {
+		return err
+	}
+	dropped, err := DropExpired(mctx, w.db, now, w.Retention)
+	for _, name := range dropped {
+		w.log.Info("dropped expired attempt log partition", "partition", name, "retention", w.Retention.String())
+	}
+	return err
+}
+
 // Write records msgs' outcomes in one transaction. Undecodable messages are
-// terminated (they can never be written) and skipped.
+// terminated (they can never be written) and skipped. Endpoints failing for
+// longer than AutoDisableAfter are then disabled.
 func (w *Writer) Write(ctx context.Context, msgs []jetstream.Msg) error {
 	outs := make([]*hooklinev1.AttemptOutcome, 0, len(msgs))
 	for _, m := range msgs {
@@ -101,7 +188,13 @@ func (w *Writer) Write(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		outs = append(outs, o)
 	}
-	return Store(ctx, w.db, outs)
+	if err := Store(ctx, w.db, outs); err != nil {
+		return err
+	}
+	if w.AutoDisableAfter <= 0 || w.SyncEndpoint == nil {
+		return nil
+	}
+	return w.autoDisable(ctx, failingEndpoints(outs))
 }
 
 // Store writes outcomes in one transaction: each attempt once, each delivery
@@ -121,7 +214,24 @@ func Store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) 
 	}{}
 	latest := map[string]*hooklinev1.AttemptOutcome{}
 	var resolved []string
+	type key struct {
+		delivery string
+		attempt  uint32
+	}
+	seen := map[key]bool{}
 	for _, o := range outs {
+		if o.GetSucceeded() && o.GetDeadLetterId() != "" {
+			resolved = append(resolved, o.GetDeadLetterId())
+		}
+		if prev, ok := latest[o.GetDeliveryId()]; !ok || o.GetAttempt() > prev.GetAttempt() ||
+			(o.GetAttempt() == prev.GetAttempt() && rank(o.GetStatus()) > rank(prev.GetStatus())) {
+			latest[o.GetDeliveryId()] = o
+		}
+		k := key{o.GetDeliveryId(), o.GetAttempt()}
+		if seen[k] {
+			continue // the same attempt twice in one batch: keep the first
+		}
+		seen[k] = true
 		a.delivery = append(a.delivery, o.GetDeliveryId())
 		a.tenant = append(a.tenant, o.GetTenantId())
 		a.event = append(a.event, o.GetEventId())
@@ -133,13 +243,6 @@ func Store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) 
 		a.errs = append(a.errs, strPtr(o.GetError()))
 		a.body = append(a.body, bodyText(o.GetResponseBody()))
 		a.ok = append(a.ok, o.GetSucceeded())
-		if prev, ok := latest[o.GetDeliveryId()]; !ok || o.GetAttempt() > prev.GetAttempt() ||
-			(o.GetAttempt() == prev.GetAttempt() && rank(o.GetStatus()) > rank(prev.GetStatus())) {
-			latest[o.GetDeliveryId()] = o
-		}
-		if o.GetSucceeded() && o.GetDeadLetterId() != "" {
-			resolved = append(resolved, o.GetDeadLetterId())
-		}
 	}
 
 	d := struct {
@@ -149,7 +252,13 @@ func Store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) 
 		errs, replay                        []*string
 		delivered                           []*time.Time
 	}{}
+	// Sorted, so that concurrent writers lock delivery rows in one order.
+	ordered := make([]*hooklinev1.AttemptOutcome, 0, len(latest))
 	for _, o := range latest {
+		ordered = append(ordered, o)
+	}
+	slices.SortFunc(ordered, func(x, y *hooklinev1.AttemptOutcome) int { return cmp.Compare(x.GetDeliveryId(), y.GetDeliveryId()) })
+	for _, o := range ordered {
 		d.id = append(d.id, o.GetDeliveryId())
 		d.tenant = append(d.tenant, o.GetTenantId())
 		d.event = append(d.event, o.GetEventId())
@@ -172,13 +281,18 @@ func Store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) 
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	// Deliveries first: the upsert locks each delivery's row until commit,
+	// so the attempts check below cannot race another writer.
+	if _, err := tx.Exec(ctx, upsertDeliveries, d.id, d.tenant, d.event, d.endpoint, d.status,
+		d.attempts, d.code, d.errs, d.delivered, d.replay); err != nil {
+		return fmt.Errorf("update deliveries: %w", err)
+	}
 	if _, err := tx.Exec(ctx, insertAttempts, a.delivery, a.attempt, a.tenant, a.event, a.endpoint,
 		a.started, a.duration, a.status, a.errs, a.body, a.ok); err != nil {
 		return fmt.Errorf("insert attempts: %w", err)
 	}
-	if _, err := tx.Exec(ctx, upsertDeliveries, d.id, d.tenant, d.event, d.endpoint, d.status,
-		d.attempts, d.code, d.errs, d.delivered, d.replay); err != nil {
-		return fmt.Errorf("update deliveries: %w", err)
+	if err := storeHealth(ctx, tx, outs); err != nil {
+		return err
 	}
 	if len(resolved) > 0 {
 		if _, err := tx.Exec(ctx, `UPDATE dead_letters SET resolved_at = now() WHERE id = ANY($1) AND resolved_at IS NULL`, resolved); err != nil {
@@ -191,12 +305,25 @@ func Store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) 
 	return nil
 }
 
+// insertAttempts records each attempt once. The primary key includes
+// started_at (the partition key), so it alone would let a repeated attempt
+// with a new start time in; NOT EXISTS looks for the same attempt started
+// within a day either side (so only a few partitions are probed), and the
+// deliveries' row locks taken before it serialise concurrent writers. A
+// repeat more than a day apart would be recorded twice: both requests did
+// happen. ON CONFLICT covers the exact replay of one outcome.
 const insertAttempts = `
 INSERT INTO attempts (delivery_id, attempt, tenant_id, event_id, endpoint_id, started_at,
                       duration_ms, status_code, error, response_body, succeeded)
-SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                     $7::int[], $8::int[], $9::text[], $10::text[], $11::bool[])
-ON CONFLICT (delivery_id, attempt) DO NOTHING`
+SELECT u.* FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                       $7::int[], $8::int[], $9::text[], $10::text[], $11::bool[])
+     AS u(delivery_id, attempt, tenant_id, event_id, endpoint_id, started_at,
+          duration_ms, status_code, error, response_body, succeeded)
+WHERE NOT EXISTS (
+    SELECT 1 FROM attempts a
+    WHERE a.delivery_id = u.delivery_id AND a.attempt = u.attempt
+      AND a.started_at > u.started_at - interval '1 day' AND a.started_at < u.started_at + interval '1 day')
+ON CONFLICT (delivery_id, attempt, started_at) DO NOTHING`
 
 // upsertDeliveries applies each delivery's latest outcome. An outcome older
 // than what the row records changes nothing but attempts (GREATEST), and a

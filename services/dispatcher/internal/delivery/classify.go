@@ -35,6 +35,7 @@ const (
 	ReasonEndpointDisabled   = "endpoint_disabled"
 	ReasonEndpointDeleted    = "endpoint_deleted"
 	ReasonDestinationBlocked = "destination_blocked"
+	ReasonExpired            = "expired"
 )
 
 // Outcome classifies one attempt.

@@ -5,6 +5,7 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
@@ -23,7 +24,9 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+	"github.com/hookline/hookline/services/dispatcher/internal/breaker"
 	"github.com/hookline/hookline/services/dispatcher/internal/delivery"
+	"github.com/hookline/hookline/services/dispatcher/internal/parking"
 )
 
 // EndpointGetter finds an endpoint's configuration: nil when it does not
@@ -48,6 +51,19 @@ const (
 	opTimeout   = 10 * time.Second
 )
 
+// Breaker is the per-endpoint circuit breaker. Allow returns done, to be
+// called with the attempt's result, or a time until which the endpoint's
+// deliveries wait without an attempt. *breaker.Circuits implements it.
+type Breaker interface {
+	Allow(ctx context.Context, endpointID string) (breaker.Done, time.Time)
+}
+
+// RateLimiter makes a request to ep wait for its rate limit.
+// *ratelimit.Limiters implements it.
+type RateLimiter interface {
+	Wait(ctx context.Context, ep *hooklinev1.Endpoint) error
+}
+
 // Handler handles delivery messages.
 type Handler struct {
 	Endpoints EndpointGetter
@@ -56,7 +72,12 @@ type Handler struct {
 	Disable   Disabler
 	JS        jetstream.JetStream
 	Log       *slog.Logger
-	tracer    trace.Tracer
+	// Breaker and Rates are optional.
+	Breaker Breaker
+	Rates   RateLimiter
+	// Keys is the blocked-key registry of ordered delivery.
+	Keys   *parking.Store
+	tracer trace.Tracer
 }
 
 // NewHandler returns a Handler; every field must be set.
@@ -77,28 +98,76 @@ func Decode(msg jetstream.Msg, log *slog.Logger) (*hooklinev1.Delivery, bool) {
 	return d, true
 }
 
-// Handle makes one attempt of d (decoded from msg) and settles msg. ctx is
-// cancelled only when the dispatcher gives up on in-flight work at shutdown;
-// the message is then NAKed and nothing is recorded.
-func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery) {
-	log := h.Log.With("tenant_id", d.GetTenantId(), "event_id", d.GetEventId(), "endpoint_id", d.GetEndpointId(),
+// Ordered reports whether d must be delivered in its key's order: it has an
+// ordering key and its endpoint keeps order (the default).
+func Ordered(ep *hooklinev1.Endpoint, d *hooklinev1.Delivery) bool {
+	return d.GetOrderingKey() != "" && ep != nil && !ep.GetDeleted() && ep.GetOrdering() != "none"
+}
+
+func (h *Handler) logger(d *hooklinev1.Delivery) *slog.Logger {
+	return h.Log.With("tenant_id", d.GetTenantId(), "event_id", d.GetEventId(), "endpoint_id", d.GetEndpointId(),
 		"delivery_id", d.GetId())
-	ep, err := h.Endpoints.Get(ctx, d.GetEndpointId())
-	if err != nil {
-		log.Warn("look up endpoint, will retry", "err", err)
-		_ = msg.NakWithDelay(FailedDelay)
-		return
-	}
+}
+
+// kind is what follows a decision.
+type kind int
+
+const (
+	kindSucceeded kind = iota + 1
+	// kindRetry: attempted, failed, another attempt at due.
+	kindRetry
+	// kindDead: dead letter dl (attempted or not).
+	kindDead
+	// kindHold: the circuit is open; no attempt, wait until due.
+	kindHold
+	// kindStopping: the dispatcher is stopping; nothing happened.
+	kindStopping
+)
+
+// verdict is what became of one delivery: the attempt's outcome (nil without
+// an attempt), the delivery as it must be stored for later (attempts
+// counted), and the dead letter.
+type verdict struct {
+	kind    kind
+	due     time.Time
+	next    *hooklinev1.Delivery
+	outcome *hooklinev1.AttemptOutcome
+	dl      *hooklinev1.DeadLetter
+	reason  string
+	errText string
+}
+
+// decide attempts d to ep unless the endpoint is gone or disabled or its
+// circuit is open, and classifies the result. ctx carries the trace.
+func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hooklinev1.Delivery) verdict {
 	switch {
 	case ep == nil || ep.GetDeleted():
-		h.deadWithoutAttempt(ctx, msg, d, delivery.ReasonEndpointDeleted, log)
-		return
+		return deadWithoutAttempt(d, delivery.ReasonEndpointDeleted)
 	case ep.GetDisabled():
-		h.deadWithoutAttempt(ctx, msg, d, delivery.ReasonEndpointDisabled, log)
-		return
+		return deadWithoutAttempt(d, delivery.ReasonEndpointDisabled)
+	}
+	done := breaker.Done(func(breaker.Result) {})
+	if h.Breaker != nil {
+		var until time.Time
+		done, until = h.Breaker.Allow(ctx, ep.GetId())
+		if done == nil {
+			deadline := d.GetCreatedAt().AsTime().Add(delivery.Horizon(delivery.Schedule(ep.GetRetryScheduleMs())))
+			if d.GetCreatedAt() != nil && !time.Now().Before(deadline) {
+				return deadWithoutAttempt(d, delivery.ReasonExpired)
+			}
+			if d.GetCreatedAt() != nil && until.After(deadline) {
+				until = deadline
+			}
+			return verdict{kind: kindHold, due: until, next: d}
+		}
+	}
+	if h.Rates != nil {
+		if err := h.Rates.Wait(ctx, ep); err != nil {
+			done(breaker.Abandoned)
+			return verdict{kind: kindStopping}
+		}
 	}
 
-	ctx = telemetry.Extract(ctx, msg.Headers())
 	n := d.GetAttempts() + 1
 	ctx, span := h.tracer.Start(ctx, "deliver", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
 		attribute.String("hookline.endpoint_id", ep.GetId()),
@@ -112,10 +181,15 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.D
 	res := h.Sender.Send(ctx, ep, d, now)
 	if ctx.Err() != nil {
 		// Stopping: the attempt was cut short by us, not by the endpoint.
-		_ = msg.Nak()
-		return
+		done(breaker.Abandoned)
+		return verdict{kind: kindStopping}
 	}
 	out := delivery.Classify(res.Response, res.Err, now)
+	if out.Kind == delivery.Retry {
+		done(breaker.Failure)
+	} else {
+		done(breaker.Success)
+	}
 	if out.StatusCode != 0 {
 		span.SetAttributes(attribute.Int("http.response.status_code", out.StatusCode))
 	}
@@ -143,82 +217,178 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.D
 	next.LastStatusCode = uint32(out.StatusCode) //nolint:gosec // HTTP status
 	next.LastError = out.Error
 
-	log = log.With("attempt", n)
 	switch out.Kind {
 	case delivery.Succeeded:
 		outcome.Status = hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED
-		h.settle(ctx, msg, log, outcome, nil)
-		log.Debug("delivered", "status_code", out.StatusCode)
-		return
+		return verdict{kind: kindSucceeded, next: next, outcome: outcome}
 	case delivery.Retry:
 		delay, ok := delivery.NextDelay(delivery.Schedule(ep.GetRetryScheduleMs()), int(n), out.RetryAfter, rand.Float64()) //nolint:gosec // jitter
 		if ok {
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-			err := h.Park(pctx, next, time.Now().Add(delay))
-			cancel()
-			if err != nil {
-				log.Warn("park retry, attempt will be repeated", "err", err)
-				_ = msg.NakWithDelay(ParkFailedDelay)
-				return
-			}
 			outcome.Status = hooklinev1.DeliveryStatus_DELIVERY_STATUS_PENDING
-			h.settle(ctx, msg, log, outcome, nil)
-			log.Info("attempt failed, retry parked", "err", out.Error, "retry_in", delay.String())
-			return
+			return verdict{kind: kindRetry, due: time.Now().Add(delay), next: next, outcome: outcome, errText: out.Error}
 		}
 		out.Reason = delivery.ReasonExhausted
 	case delivery.Dead:
 		if out.DisableEndpoint {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 			if err := h.Disable(dctx, ep.GetId()); err != nil {
-				log.Error("disable endpoint after 410 Gone", "err", err)
+				h.logger(d).Error("disable endpoint after 410 Gone", "err", err)
 			} else {
-				log.Warn("endpoint answered 410 Gone, disabled")
+				h.logger(d).Warn("endpoint answered 410 Gone, disabled")
 			}
 			cancel()
 		}
 	}
 	outcome.Status = hooklinev1.DeliveryStatus_DELIVERY_STATUS_DEAD
-	dl := &hooklinev1.DeadLetter{
+	return verdict{kind: kindDead, next: next, outcome: outcome, reason: out.Reason, errText: out.Error, dl: &hooklinev1.DeadLetter{
 		Delivery:       next,
 		Reason:         out.Reason,
 		Attempts:       n,
 		LastStatusCode: next.GetLastStatusCode(),
 		LastError:      next.GetLastError(),
 		DeadAt:         timestamppb.New(apitime.Now()),
-	}
-	h.settle(ctx, msg, log, outcome, dl)
-	log.Info("delivery dead", "reason", out.Reason, "err", out.Error)
+	}}
 }
 
-// settle publishes the attempt's outcome (and dead letter) and, once both
-// are acknowledged by JetStream, acknowledges msg.
-func (h *Handler) settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter) {
+func deadWithoutAttempt(d *hooklinev1.Delivery, reason string) verdict {
+	return verdict{kind: kindDead, next: d, reason: reason, dl: &hooklinev1.DeadLetter{
+		Delivery:       d,
+		Reason:         reason,
+		Attempts:       d.GetAttempts(),
+		LastStatusCode: d.GetLastStatusCode(),
+		LastError:      d.GetLastError(),
+		DeadAt:         timestamppb.New(apitime.Now()),
+	}}
+}
+
+func (v verdict) log(log *slog.Logger) {
+	switch v.kind {
+	case kindSucceeded:
+		log.Debug("delivered", "attempt", v.outcome.GetAttempt())
+	case kindRetry:
+		log.Info("attempt failed, retry parked", "attempt", v.outcome.GetAttempt(), "err", v.errText, "retry_in", time.Until(v.due).Round(time.Millisecond).String())
+	case kindHold:
+		log.Info("circuit open, delivery held", "until", v.due)
+	case kindDead:
+		log.Info("delivery dead", "reason", v.reason, "attempts", v.dl.GetAttempts(), "err", v.errText)
+	}
+}
+
+// Handle delivers d (decoded from msg) to ep, which may be nil when the
+// endpoint is unknown, without regard to order, and settles msg. ctx is
+// cancelled only when the dispatcher gives up on in-flight work at shutdown;
+// the message is then NAKed and nothing is recorded.
+func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery, ep *hooklinev1.Endpoint) {
+	log := h.logger(d)
+	ctx = telemetry.Extract(ctx, msg.Headers())
+	v := h.decide(ctx, ep, d)
+	switch v.kind {
+	case kindStopping:
+		_ = msg.Nak()
+		return
+	case kindRetry, kindHold:
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		err := h.Park(pctx, v.next, v.due)
+		cancel()
+		if err != nil {
+			log.Warn("park retry, attempt will be repeated", "err", err)
+			_ = msg.NakWithDelay(ParkFailedDelay)
+			return
+		}
+	}
+	h.settle(ctx, msg, log, v.outcome, v.dl)
+	v.log(log)
+}
+
+// HandleOrdered delivers d, the head of its (endpoint, key) subject, and
+// settles msg: parked behind its key when the key is blocked; otherwise
+// attempted, and when it must wait (retry, open circuit) its key is blocked
+// with it as the first parked delivery.
+func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery) {
+	log := h.logger(d)
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.NakWithDelay(FailedDelay)
+		return
+	}
+	seq := meta.Sequence.Stream
+	token := bus.KeyToken(d.GetOrderingKey())
+	ep, err := h.Endpoints.Get(ctx, d.GetEndpointId())
+	if err != nil {
+		log.Warn("look up endpoint, will retry", "err", err)
+		_ = msg.NakWithDelay(FailedDelay)
+		return
+	}
+	if ep != nil && !ep.GetDeleted() && !ep.GetDisabled() {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		parked, err := h.Keys.AppendIfBlocked(pctx, d, token, seq)
+		cancel()
+		if err != nil {
+			log.Warn("check blocked key, will retry", "err", err)
+			_ = msg.NakWithDelay(ParkFailedDelay)
+			return
+		}
+		if parked {
+			if err := msg.Ack(); err != nil {
+				log.Warn("ack delivery", "err", err)
+			}
+			log.Debug("key blocked, delivery parked behind it", "seq", seq)
+			return
+		}
+	}
+	ctx = telemetry.Extract(ctx, msg.Headers())
+	v := h.decide(ctx, ep, d)
+	switch v.kind {
+	case kindStopping:
+		_ = msg.Nak()
+		return
+	case kindRetry, kindHold:
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		err := h.Keys.Block(pctx, v.next, token, seq, v.due)
+		cancel()
+		if err != nil {
+			log.Warn("block key, attempt will be repeated", "err", err)
+			_ = msg.NakWithDelay(ParkFailedDelay)
+			return
+		}
+	}
+	h.settle(ctx, msg, log, v.outcome, v.dl)
+	v.log(log)
+}
+
+// publish publishes an attempt's outcome and dead letter (either may be nil)
+// and waits for JetStream's acknowledgements.
+func (h *Handler) publish(ctx context.Context, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter) error {
 	var msgs []*nats.Msg
 	if o != nil {
 		b, err := proto.Marshal(o)
 		if err != nil {
-			log.Error("encode attempt outcome", "err", err)
-			_ = msg.NakWithDelay(FailedDelay)
-			return
+			return fmt.Errorf("encode attempt outcome: %w", err)
 		}
 		msgs = append(msgs, bus.NewMsg(bus.AttemptSubject(o.GetTenantId(), o.GetEndpointId()), bus.AttemptMsgID(o.GetDeliveryId(), o.GetAttempt()), b))
 	}
 	if dl != nil {
 		b, err := proto.Marshal(dl)
 		if err != nil {
-			log.Error("encode dead letter", "err", err)
-			_ = msg.NakWithDelay(FailedDelay)
-			return
+			return fmt.Errorf("encode dead letter: %w", err)
 		}
 		d := dl.GetDelivery()
 		m := bus.NewMsg(bus.DeadSubject(d.GetTenantId(), d.GetEndpointId()), bus.DeadMsgID(d.GetId(), dl.GetAttempts()), b)
 		telemetry.Inject(ctx, m.Header)
 		msgs = append(msgs, m)
 	}
+	if len(msgs) == 0 {
+		return nil
+	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
-	if err := bus.PublishAll(pctx, h.JS, msgs...); err != nil {
+	return bus.PublishAll(pctx, h.JS, msgs...)
+}
+
+// settle publishes the attempt's outcome (and dead letter) and, once both
+// are acknowledged by JetStream, acknowledges msg.
+func (h *Handler) settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter) {
+	if err := h.publish(ctx, o, dl); err != nil {
 		log.Warn("publish attempt outcome, will retry", "err", err)
 		_ = msg.NakWithDelay(FailedDelay)
 		return
@@ -226,22 +396,6 @@ func (h *Handler) settle(ctx context.Context, msg jetstream.Msg, log *slog.Logge
 	if err := msg.Ack(); err != nil {
 		log.Warn("ack delivery", "err", err)
 	}
-}
-
-// deadWithoutAttempt dead-letters d without attempting it (its endpoint is
-// disabled or gone).
-func (h *Handler) deadWithoutAttempt(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery, reason string, log *slog.Logger) {
-	dl := &hooklinev1.DeadLetter{
-		Delivery:       d,
-		Reason:         reason,
-		Attempts:       d.GetAttempts(),
-		LastStatusCode: d.GetLastStatusCode(),
-		LastError:      d.GetLastError(),
-		DeadAt:         timestamppb.New(apitime.Now()),
-	}
-	ctx = telemetry.Extract(ctx, msg.Headers())
-	h.settle(ctx, msg, log, nil, dl)
-	log.Info("delivery dead without attempt", "reason", reason)
 }
 
 func host(raw string) string {

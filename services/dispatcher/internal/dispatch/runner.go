@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookline/hookline/services/dispatcher/internal/keylane"
 )
 
 // inProgressEvery is how often a delivery waiting for a slot tells JetStream
@@ -16,10 +18,12 @@ const inProgressEvery = 20 * time.Second
 
 // Runner takes delivery messages from a consumer and handles each in its own
 // goroutine, within [Limits]. The consumer's MaxAckPending bounds the
-// goroutines.
+// goroutines. Deliveries that must keep their key's order go through
+// per-subject lanes and are attempted only as the head of their subject.
 type Runner struct {
 	h      *Handler
 	limits *Limits
+	lanes  *keylane.Lanes
 	log    *slog.Logger
 	wg     sync.WaitGroup
 
@@ -29,10 +33,12 @@ type Runner struct {
 	stop        context.CancelFunc
 }
 
-// NewRunner returns a Runner.
-func NewRunner(h *Handler, limits *Limits, log *slog.Logger) *Runner {
+// NewRunner returns a Runner; head finds the head of a delivery subject.
+func NewRunner(h *Handler, limits *Limits, head keylane.HeadFunc, log *slog.Logger) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Runner{h: h, limits: limits, log: log, stopWaiting: ctx, stop: cancel}
+	r := &Runner{h: h, limits: limits, log: log, stopWaiting: ctx, stop: cancel}
+	r.lanes = keylane.New(head, r.workOrdered, log)
+	return r
 }
 
 // Consume hands its messages to handlers running with workCtx until the
@@ -53,44 +59,81 @@ func (r *Runner) Consume(workCtx context.Context, it jetstream.MessagesContext) 
 	}
 }
 
-func (r *Runner) work(ctx context.Context, msg jetstream.Msg) {
-	defer r.wg.Done()
-	d, ok := Decode(msg, r.log)
-	if !ok {
-		return
-	}
-	waited := make(chan struct{})
+// keepAlive tells JetStream msg is still being worked on until stop is
+// called, so a wait for a slot or a rate limit does not outlast AckWait.
+func keepAlive(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(inProgressEvery)
 		defer t.Stop()
 		for {
 			select {
-			case <-waited:
+			case <-done:
 				return
 			case <-t.C:
 				_ = msg.InProgress()
 			}
 		}
 	}()
+	return func() { close(done) }
+}
+
+func (r *Runner) work(ctx context.Context, msg jetstream.Msg) {
+	defer r.wg.Done()
+	d, ok := Decode(msg, r.log)
+	if !ok {
+		return
+	}
+	ep, err := r.h.Endpoints.Get(ctx, d.GetEndpointId())
+	if err != nil {
+		r.log.Warn("look up endpoint, will retry", "endpoint_id", d.GetEndpointId(), "err", err)
+		_ = msg.NakWithDelay(FailedDelay)
+		return
+	}
+	if Ordered(ep, d) {
+		r.lanes.Add(ctx, msg)
+		return
+	}
+	stop := keepAlive(msg)
+	defer stop()
 	release, ok := r.limits.Acquire(r.stopWaiting, d.GetEndpointId())
-	close(waited)
 	if !ok {
 		_ = msg.Nak()
 		return
 	}
 	defer release()
-	r.h.Handle(ctx, msg, d)
+	r.h.Handle(ctx, msg, d, ep)
 }
 
-// Stop hands back deliveries still waiting for a slot; those being attempted
-// continue. Call it after the iterator is closed.
-func (r *Runner) Stop() { r.stop() }
+// workOrdered handles the head of a key's subject.
+func (r *Runner) workOrdered(ctx context.Context, msg jetstream.Msg) {
+	d, ok := Decode(msg, r.log)
+	if !ok {
+		return
+	}
+	stop := keepAlive(msg)
+	defer stop()
+	release, ok := r.limits.Acquire(r.stopWaiting, d.GetEndpointId())
+	if !ok {
+		_ = msg.Nak()
+		return
+	}
+	defer release()
+	r.h.HandleOrdered(ctx, msg, d)
+}
+
+// Stop hands back deliveries still waiting for a slot or for their turn;
+// those being attempted continue. Call it after the iterator is closed.
+func (r *Runner) Stop() {
+	r.stop()
+	r.lanes.Stop()
+}
 
 // Wait waits up to timeout for every handler to return and reports whether
 // they did.
 func (r *Runner) Wait(timeout time.Duration) bool {
 	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
+	go func() { r.wg.Wait(); r.lanes.Wait(timeout); close(done) }()
 	select {
 	case <-done:
 		return true

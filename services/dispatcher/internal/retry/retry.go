@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,14 @@ SET tenant_id = EXCLUDED.tenant_id, endpoint_id = EXCLUDED.endpoint_id,
 		return fmt.Errorf("park delivery %s: %w", d.GetId(), err)
 	}
 	return nil
+}
+
+// MsgID is the Nats-Msg-Id of parked delivery d republished for due. A
+// delivery held by an open circuit is parked again with the same attempts,
+// so the due time is part of the id: the same row republished twice (a crash
+// before commit) is a duplicate, two different holds are not.
+func MsgID(d *hooklinev1.Delivery, due time.Time) string {
+	return bus.DeliveryMsgID(d.GetId(), d.GetAttempts()) + "@" + strconv.FormatInt(due.UnixMicro(), 10)
 }
 
 // Beginner starts transactions; *pgxpool.Pool implements it.
@@ -102,7 +111,7 @@ func (s *Scheduler) Tick(ctx context.Context) (int, error) {
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	rows, err := tx.Query(ctx, `
-SELECT delivery_id, payload FROM delivery_retries
+SELECT delivery_id, payload, due_at FROM delivery_retries
 WHERE due_at <= now()
 ORDER BY due_at
 LIMIT $1
@@ -118,8 +127,9 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 		var (
 			id      string
 			payload []byte
+			due     time.Time
 		)
-		if err := rows.Scan(&id, &payload); err != nil {
+		if err := rows.Scan(&id, &payload, &due); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("scan due retry: %w", err)
 		}
@@ -130,7 +140,7 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 			continue
 		}
 		msgs = append(msgs, bus.NewMsg(bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), d.GetOrderingKey()),
-			bus.DeliveryMsgID(d.GetId(), d.GetAttempts()), payload))
+			MsgID(d, due), payload))
 	}
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("read due retries: %w", err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -60,21 +61,78 @@ func NewHandler(db Execer, js jetstream.JetStream, m Matcher, log *slog.Logger) 
 // opTimeout bounds each database statement and each wait for publish acks.
 const opTimeout = 10 * time.Second
 
-// Handle processes one event message and acknowledges it, or NAKs it with a
-// short delay when the database or NATS failed (it is then fanned out again,
-// which repeats nothing visible). An undecodable message is terminated.
-func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
+// HeaderEventSeq, on each delivery message, is the HOOKLINE_EVENTS stream
+// sequence of its event (for diagnosing order).
+const HeaderEventSeq = "Hookline-Event-Seq"
+
+// decode reads an event message; an undecodable one is terminated.
+func (h *Handler) decode(msg jetstream.Msg) (*hooklinev1.Event, uint64, bool) {
 	ev := &hooklinev1.Event{}
 	if err := proto.Unmarshal(msg.Data(), ev); err != nil || ev.GetTenantId() == "" || ev.GetId() == "" {
 		h.log.Error("undecodable event message, dropped", "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
+		return nil, 0, false
+	}
+	var seq uint64
+	if meta, err := msg.Metadata(); err == nil {
+		seq = meta.Sequence.Stream
+	}
+	return ev, seq, true
+}
+
+// Handle processes one event message without an ordering key and
+// acknowledges it, or NAKs it with a short delay when the database or NATS
+// failed (it is then fanned out again, which repeats nothing visible).
+func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
+	ev, seq, ok := h.decode(msg)
+	if !ok {
 		return
 	}
 	log := h.log.With("tenant_id", ev.GetTenantId(), "event_id", ev.GetId())
-	if err := h.Process(ctx, msg.Headers(), ev); err != nil {
+	if err := h.Process(ctx, msg.Headers(), ev, seq); err != nil {
 		log.Warn("fan-out failed, will retry", "err", err)
 		_ = msg.NakWithDelay(NakDelay())
 		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Warn("ack event", "err", err)
+	}
+}
+
+// HandleOrdered processes an event that is the head of its key's subject and
+// acknowledges it. A failure is retried in place, with a backoff, until it
+// succeeds or the service stops (then the event is NAKed and stays the
+// head): moving on would reorder the key.
+func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg) {
+	ev, seq, ok := h.decode(msg)
+	if !ok {
+		return
+	}
+	log := h.log.With("tenant_id", ev.GetTenantId(), "event_id", ev.GetId())
+	wait := 100 * time.Millisecond
+	lastAlive := time.Now()
+	for {
+		err := h.Process(ctx, msg.Headers(), ev, seq)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			_ = msg.Nak()
+			return
+		}
+		log.Warn("fan-out failed, retrying in place", "err", err, "retry_in", wait.String())
+		if time.Since(lastAlive) > 10*time.Second {
+			_ = msg.InProgress()
+			lastAlive = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			_ = msg.Nak()
+			return
+		case <-time.After(wait):
+		}
+		_ = msg.InProgress()
+		wait = min(2*wait, 5*time.Second)
 	}
 	if err := msg.Ack(); err != nil {
 		log.Warn("ack event", "err", err)
@@ -88,9 +146,11 @@ func NakDelay() time.Duration {
 	return time.Second + rand.N(time.Second) //nolint:gosec // jitter, not security
 }
 
-// Process records and publishes ev's deliveries and waits for every publish
-// acknowledgement. headers carry the event's trace context.
-func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hooklinev1.Event) (err error) {
+// Process records and publishes ev's deliveries, in one batch whose order
+// is the endpoints', and waits for every publish acknowledgement. headers
+// carry the event's trace context; eventSeq is ev's stream sequence (0 when
+// unknown).
+func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hooklinev1.Event, eventSeq uint64) (err error) {
 	ctx = telemetry.Extract(ctx, headers)
 	ctx, span := h.tracer.Start(ctx, "fanout "+ev.GetType(), trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("hookline.tenant_id", ev.GetTenantId()), attribute.String("hookline.event_id", ev.GetId())))
@@ -138,6 +198,9 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			return err
 		}
 		telemetry.Inject(ctx, m.Header)
+		if eventSeq != 0 {
+			m.Header.Set(HeaderEventSeq, strconv.FormatUint(eventSeq, 10))
+		}
 		msgs = append(msgs, m)
 	}
 

@@ -1,6 +1,7 @@
 // Package localpg initialises, starts and stops a private PostgreSQL cluster
-// with the machine's own PostgreSQL binaries, for hookline-dev. Run as root,
-// it runs the server as the "postgres" user, since PostgreSQL refuses root.
+// with the machine's own PostgreSQL binaries, for hookline-dev and for tests
+// that must stop and start a server of their own. Run as root, it runs the
+// server as the "postgres" user, since PostgreSQL refuses root.
 package localpg
 
 import (

@@ -1,0 +1,72 @@
+package ratelimit
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookline/hookline/pkg/natstest"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+// TestMembersCountEachOther: two replicas see each other within two beats,
+// and steadily so.
+func TestMembersCountEachOther(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var ms []*Members
+	for _, owner := range []string{"a", "b"} {
+		m, err := EnsureMembers(t.Context(), js, owner, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+		go m.Run(ctx)
+	}
+	time.Sleep(2*Beat + 500*time.Millisecond)
+	for range 20 {
+		for i, m := range ms {
+			if n := m.Count(); n != 2 {
+				t.Fatalf("replica %d counts %d", i, n)
+			}
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+func TestLimitersDivideByReplicas(t *testing.T) {
+	t.Parallel()
+	n := 1
+	l := New(func() int { return n })
+	ep := &hooklinev1.Endpoint{Id: "ep", RateLimit: 10}
+	start := time.Now()
+	for range 6 {
+		if err := l.Wait(t.Context(), ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A burst of 1 and then 10/s: 6 requests take at least 0.5 s.
+	if d := time.Since(start); d < 450*time.Millisecond {
+		t.Errorf("6 requests at 10/s in %s", d)
+	}
+	if err := l.Wait(t.Context(), &hooklinev1.Endpoint{Id: "free"}); err != nil {
+		t.Error(err)
+	}
+}
