@@ -145,4 +145,14 @@ func TestAttemptsAndHealth(t *testing.T) {
 			t.Fatalf("last_attempt_at %v (%v)", h["last_attempt_at"], err)
 		}
 	})
+	t.Run("health shows the circuit the dispatchers share", func(t *testing.T) {
+		if _, err := b.pool.Exec(t.Context(),
+			`INSERT INTO endpoint_circuits (endpoint_id, circuit, open_until) VALUES ($1, 'open', now() + interval '1 minute')`, id); err != nil {
+			t.Fatal(err)
+		}
+		r := b.must(t, http.StatusOK, "GET", "/v1/tenants/acme/endpoints/"+id, adminToken, nil)
+		if c := r.body["health"].(map[string]any)["circuit"]; c != "open" {
+			t.Fatalf("circuit %v, want open", c)
+		}
+	})
 }

@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -83,29 +82,31 @@ func (a *API) fullView(ctx context.Context, e endpoint) (endpointView, error) {
 	v := view(e)
 	v.Secret = e.Secret
 	h := &healthView{
-		Circuit:        "closed",
 		DisabledAt:     apitime.FormatPtr(e.DisabledAt),
 		DisabledReason: e.DisabledReason,
 	}
+	// One round trip: the last 100 attempts, the newest one, and the
+	// circuit state the dispatchers share (no row: closed).
 	var total, succeeded int
+	var lastAt *time.Time
 	err := a.pool.QueryRow(ctx, `
-		SELECT count(*), count(*) FILTER (WHERE succeeded) FROM (
-			SELECT succeeded FROM attempts WHERE endpoint_id = $1 ORDER BY started_at DESC LIMIT 100
-		) last`, e.ID).Scan(&total, &succeeded)
+		WITH last AS (
+			SELECT succeeded, status_code, started_at FROM attempts
+			WHERE endpoint_id = $1 ORDER BY started_at DESC LIMIT 100
+		), newest AS (SELECT status_code, started_at FROM last ORDER BY started_at DESC LIMIT 1)
+		SELECT (SELECT count(*) FROM last),
+		       (SELECT count(*) FROM last WHERE succeeded),
+		       (SELECT status_code FROM newest),
+		       (SELECT started_at FROM newest),
+		       coalesce((SELECT circuit FROM endpoint_circuits WHERE endpoint_id = $1), 'closed')`, e.ID).
+		Scan(&total, &succeeded, &h.LastStatusCode, &lastAt, &h.Circuit)
 	if err != nil {
 		return v, dbError("read endpoint health", err)
 	}
 	if total > 0 {
 		rate := float64(succeeded) / float64(total)
 		h.SuccessRate = &rate
-		var at time.Time
-		err := a.pool.QueryRow(ctx, `
-			SELECT status_code, started_at FROM attempts WHERE endpoint_id = $1
-			ORDER BY started_at DESC LIMIT 1`, e.ID).Scan(&h.LastStatusCode, &at)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return v, dbError("read endpoint health", err)
-		}
-		h.LastAttemptAt = apitime.FormatPtr(&at)
+		h.LastAttemptAt = apitime.FormatPtr(lastAt)
 	}
 	v.Health = h
 	return v, nil
