@@ -32,6 +32,8 @@ type app struct {
 	poll time.Duration
 	// now is the clock for --since durations.
 	now func() time.Time
+	// terminal reports whether a writer is a terminal (live progress bar).
+	terminal func(io.Writer) bool
 }
 
 func (a *app) client() *client {
@@ -49,7 +51,7 @@ func (a *app) tenantPath(suffix string) (string, error) {
 }
 
 func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
-	a := &app{getenv: getenv, stdout: stdout, stderr: stderr, poll: time.Second, now: time.Now}
+	a := &app{getenv: getenv, stdout: stdout, stderr: stderr, poll: 500 * time.Millisecond, now: time.Now, terminal: isTerminal}
 	root := &cobra.Command{
 		Use:   "hookctl",
 		Short: "Manage a Hookline webhook platform through its HTTP API",
@@ -57,7 +59,16 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 
 It talks to HOOKLINE_URL (default ` + DefaultURL + `) with the bearer token in
 HOOKLINE_TOKEN (the admin token or a tenant API key). Tenant-scoped commands
-need --tenant or HOOKLINE_TENANT.`,
+need --tenant or HOOKLINE_TENANT.
+
+Exit status: 0 on success, 1 on any error, with the API problem's detail
+(and the fields at fault) on stderr.
+
+Shell completion (cobra's): load it for the current shell with
+  source <(hookctl completion bash)      # bash (needs bash-completion)
+  source <(hookctl completion zsh)       # zsh
+  hookctl completion fish | source       # fish
+and see "hookctl completion --help" to install it for good.`,
 		Example: `  export HOOKLINE_TOKEN=... HOOKLINE_TENANT=acme
   hookctl endpoints create --url https://example.com/hooks --event-type 'order.*'
   hookctl events send --type order.created --data '{"id": 42}'
@@ -92,7 +103,9 @@ need --tenant or HOOKLINE_TENANT.`,
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each HTTP request")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 
-	root.AddCommand(a.tenantsCmd(), a.apiKeysCmd(), a.endpointsCmd(), a.eventsCmd(), a.deadLettersCmd(), a.replayCmd())
+	root.AddCommand(a.tenantsCmd(), a.apiKeysCmd(), a.endpointsCmd(), a.eventsCmd(), a.deadLettersCmd(), a.replayCmd(), a.sourcesCmd())
+	root.AddCommand(a.replaysCmd())
+	addExamples(root)
 	return root
 }
 
@@ -674,39 +687,29 @@ counts them; --wait follows the replay until it is finished.`,
 	return cmd
 }
 
-// waitReplay polls a replay until it is finished, printing a progress line
-// whenever it changes; -o json prints the final replay object.
+// waitReplay polls a replay until it is finished, showing its progress (a
+// live bar on a terminal, a line per change otherwise); -o json then prints
+// the final replay object on stdout.
 func (a *app) waitReplay(ctx context.Context, path string, progress io.Writer) error {
-	var last string
+	view := newProgressView(progress, a.terminal(progress))
 	for {
 		raw, err := a.client().do(ctx, http.MethodGet, path, nil, nil)
 		if err != nil {
 			return err
 		}
-		var rp struct {
-			ID        string `json:"id"`
-			State     string `json:"state"`
-			Matched   int    `json:"matched"`
-			Replayed  int    `json:"replayed"`
-			Succeeded int    `json:"succeeded"`
-			Failed    int    `json:"failed"`
-		}
+		var rp replayProgress
 		if err := json.Unmarshal(raw, &rp); err != nil {
 			return fmt.Errorf("decode replay: %w", err)
 		}
-		line := fmt.Sprintf("replay %s %s: %d/%d replayed, %d succeeded, %d failed",
-			rp.ID, rp.State, rp.Replayed, rp.Matched, rp.Succeeded, rp.Failed)
-		if line != last {
-			fmt.Fprintln(progress, line)
-			last = line
-		}
 		switch rp.State {
 		case "done":
+			view.finish(rp)
 			if a.json() {
 				return printJSON(a.stdout, raw)
 			}
 			return nil
 		case "cancelled", "failed":
+			view.finish(rp)
 			if a.json() {
 				if err := printJSON(a.stdout, raw); err != nil {
 					return err
@@ -714,6 +717,7 @@ func (a *app) waitReplay(ctx context.Context, path string, progress io.Writer) e
 			}
 			return fmt.Errorf("replay %s %s", rp.ID, rp.State)
 		}
+		view.update(rp)
 		t := time.NewTimer(a.poll)
 		select {
 		case <-ctx.Done():

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -45,6 +46,9 @@ type Metrics struct {
 	ConsumerPending     *prometheus.GaugeVec // stream, consumer
 	ConsumerAckPending  *prometheus.GaugeVec // stream, consumer
 	ConsumerRedelivered *prometheus.GaugeVec // stream, consumer
+
+	// every service: 1 while /readyz would answer 200 (see [Metrics.SetReadiness])
+	ready atomic.Pointer[func() bool]
 }
 
 // Buckets for HTTP attempt durations and end-to-end latency (seconds).
@@ -103,10 +107,21 @@ func New(service string) *Metrics {
 	m.ConsumerPending = gaugeVec("consumer_pending_messages", "Messages not yet delivered to a JetStream consumer (backlog).", "stream", "consumer")
 	m.ConsumerAckPending = gaugeVec("consumer_ack_pending_messages", "Messages delivered but not yet acknowledged.", "stream", "consumer")
 	m.ConsumerRedelivered = gaugeVec("consumer_redelivered_messages", "Messages redelivered and still unacknowledged.", "stream", "consumer")
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "hookline", Name: "ready",
+		Help: "1 while the service is ready (its /readyz answers 200), else 0.", ConstLabels: constLabels}, func() float64 {
+		if ready := m.ready.Load(); ready != nil && (*ready)() {
+			return 1
+		}
+		return 0
+	}))
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// SetReadiness makes hookline_ready report ready() at every scrape; until it
+// is called, hookline_ready is 0.
+func (m *Metrics) SetReadiness(ready func() bool) { m.ready.Store(&ready) }
 
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/tern/v2/migrate"
@@ -26,6 +27,12 @@ type Options struct {
 	MaxConns int32
 	// Name is reported to PostgreSQL as application_name.
 	Name string
+	// Tracer traces the pool's statements. Nil means an otelpgx tracer on
+	// the global OpenTelemetry tracer provider: statements run inside a
+	// span get a child span with the SQL text (never its parameters).
+	Tracer pgx.QueryTracer
+	// NoTracing turns statement tracing off.
+	NoTracing bool
 }
 
 // Open connects to PostgreSQL, waiting (and logging) until the server answers
@@ -40,6 +47,13 @@ func Open(ctx context.Context, url string, o Options, log *slog.Logger) (*pgxpoo
 	}
 	if o.Name != "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = o.Name
+	}
+	switch {
+	case o.NoTracing:
+	case o.Tracer != nil:
+		cfg.ConnConfig.Tracer = o.Tracer
+	default:
+		cfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithDisableAcquireTracer())
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second

@@ -81,3 +81,19 @@ func TestExporterChoice(t *testing.T) {
 		})
 	}
 }
+
+func TestTraceparentRoundTrip(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	ctx, span := tp.Tracer("t").Start(context.Background(), "work")
+	defer span.End()
+	tp1 := Traceparent(ctx)
+	if tp1 == "" {
+		t.Fatal("no traceparent for a span")
+	}
+	if got := SpanContext(tp1); got.TraceID() != span.SpanContext().TraceID() || got.SpanID() != span.SpanContext().SpanID() {
+		t.Fatalf("SpanContext(%q) = %v", tp1, got)
+	}
+	if Traceparent(context.Background()) != "" || SpanContext("garbage").IsValid() || LinkTo("") != nil || len(LinkTo(tp1)) != 1 {
+		t.Fatal("empty or malformed trace context must yield nothing")
+	}
+}

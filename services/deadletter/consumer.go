@@ -169,11 +169,13 @@ func (s *service) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 }
 
 // A dead letter of a replayed delivery (dead_letter_id set) updates the dead
-// letter it replayed; any other is a new dead letter, once per delivery.
+// letter it replayed, which is dead again (not resolved); any other is a new
+// dead letter, once per delivery.
 const upsertDeadLetterSQL = `
 WITH upd AS (
     UPDATE dead_letters
-       SET reason = $8, attempts = $9, last_status_code = $10, last_error = $11, dead_at = $12
+       SET reason = $8, attempts = $9, last_status_code = $10, last_error = $11, dead_at = $12,
+           resolved_at = NULL
      WHERE id = $13 AND tenant_id = $2
     RETURNING id
 )

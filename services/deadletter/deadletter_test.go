@@ -412,11 +412,38 @@ func TestListFilters(t *testing.T) {
 	})
 
 	t.Run("bad parameters", func(t *testing.T) {
-		for _, q := range []string{"since=yesterday", "include_resolved=maybe", "limit=0", "cursor=zzz"} {
+		for q, field := range map[string]string{
+			"since=yesterday":            "since",
+			"until=2026-13-01T00:00:00Z": "until",
+			"include_resolved=maybe":     "include_resolved",
+			"limit=0":                    "limit",
+			"limit=ten":                  "limit",
+			"limit=-5":                   "limit",
+			"cursor=zzz":                 "cursor",
+			"reason=ssrf_blocked":        "reason",
+			"reason=EXHAUSTED":           "reason",
+			"endpoint_id=a%00b":          "endpoint_id",
+			"event_type=%ff":             "event_type",
+		} {
 			status, body := b.do(t, "GET", "/v1/tenants/acme/dead-letters?"+q, adminToken, nil)
-			if status != 422 || !strings.Contains(string(body), `"errors"`) {
-				t.Errorf("%s: %d %s, want 422", q, status, body)
+			if status != 422 || !strings.Contains(string(body), `"field":"`+field+`"`) {
+				t.Errorf("%s: %d %s, want 422 naming %s", q, status, body, field)
 			}
+		}
+		// Every bad parameter is named at once.
+		status, body := b.do(t, "GET", "/v1/tenants/acme/dead-letters?limit=x&reason=nope&since=y", adminToken, nil)
+		for _, field := range []string{"limit", "reason", "since"} {
+			if status != 422 || !strings.Contains(string(body), `"field":"`+field+`"`) {
+				t.Errorf("several bad: %d %s, want 422 naming %s", status, body, field)
+			}
+		}
+	})
+
+	t.Run("limit is clamped to 500", func(t *testing.T) {
+		var got listResp
+		b.getJSON(t, "/v1/tenants/acme/dead-letters?limit=100000", 200, &got)
+		if len(got.Data) != 3 {
+			t.Errorf("got %d items", len(got.Data))
 		}
 	})
 }
@@ -449,7 +476,19 @@ VALUES ('dlv_dl_1', 1, 'acme', 'evt_1', 'ep_a', $1, 12, 500, 'status 500', 'oops
 	if got.ID != "dl_1" || len(got.AttemptHistory) != 2 {
 		t.Fatalf("show = %s", body)
 	}
-	a1, a2 := got.AttemptHistory[0], got.AttemptHistory[1]
+	// Newest first, as in the attempt log (CONTRACT 2.2).
+	a2, a1 := got.AttemptHistory[0], got.AttemptHistory[1]
+	wantKeys := []string{"delivery_id", "event_id", "attempt", "started_at", "duration_ms", "status_code", "error", "response_body", "succeeded"}
+	for _, a := range got.AttemptHistory {
+		if len(a) != len(wantKeys) {
+			t.Errorf("attempt has fields %v, want %v", a, wantKeys)
+		}
+		for _, k := range wantKeys {
+			if _, ok := a[k]; !ok {
+				t.Errorf("attempt lacks %s: %v", k, a)
+			}
+		}
+	}
 	if a1["attempt"] != 1.0 || a1["status_code"] != 500.0 || a1["error"] != "status 500" || a1["response_body"] != "oops" ||
 		a1["succeeded"] != false || a1["started_at"] != "2026-01-01T00:00:00Z" || a1["duration_ms"] != 12.0 || a1["event_id"] != "evt_1" {
 		t.Errorf("attempt 1 = %v", a1)
@@ -573,6 +612,9 @@ func TestBulkReplay(t *testing.T) {
 			map[string]any{"rate_per_second": 0},
 			map[string]any{"filter": map[string]any{"since": "nope"}},
 			map[string]any{"filter": map[string]any{"colour": "red"}},
+			map[string]any{"filter": map[string]any{"reason": "ssrf_blocked"}},
+			map[string]any{"filter": map[string]any{"ids": []string{"dl_\u0000"}}},
+			map[string]any{"rate_per_second": 1000000},
 		} {
 			if status, out := b.do(t, "POST", path, adminToken, body); status != 422 {
 				t.Errorf("%v = %d %s, want 422", body, status, out)

@@ -270,9 +270,23 @@ SELECT ri.delivery_id FROM replay_items ri JOIN deliveries dv ON dv.id = ri.deli
 			return fmt.Errorf("look for pending replay deliveries: %w", err)
 		}
 
+		// The delivery id is derived from the replay and the dead letter, so
+		// a send repeated after a crash between the publish and the commit
+		// has the same id and Nats-Msg-Id: JetStream drops the repeat within
+		// its duplicate window, and after it the attempt log's row for this
+		// id shows the delivery is already on its way.
+		deliveryID := replayDeliveryID(rep, dlID)
+		var known bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE id = $1)`, deliveryID).Scan(&known); err != nil {
+			return fmt.Errorf("look up replay delivery: %w", err)
+		}
+		if known {
+			return markDone(ctx, tx, rep.id, dlID, &deliveryID)
+		}
+
 		now := apitime.Now()
 		d := &hooklinev1.Delivery{
-			Id:           ids.New(ids.Delivery),
+			Id:           deliveryID,
 			TenantId:     rep.tenant,
 			EventId:      eventID,
 			EndpointId:   endpointID,
@@ -291,7 +305,8 @@ SELECT ri.delivery_id FROM replay_items ri JOIN deliveries dv ON dv.id = ri.deli
 		}
 		if _, err := tx.Exec(ctx, `
 INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, replay_id, created_at, updated_at)
-VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6)`, d.Id, d.TenantId, d.EventId, d.EndpointId, d.ReplayId, now); err != nil {
+VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6)
+ON CONFLICT (id) DO NOTHING`, d.Id, d.TenantId, d.EventId, d.EndpointId, d.ReplayId, now); err != nil {
 			return fmt.Errorf("insert delivery: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE dead_letters SET replays = replays + 1 WHERE id = $1`, dlID); err != nil {
@@ -309,6 +324,13 @@ VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6)`, d.Id, d.TenantId, d.EventId,
 			"event_id", eventID, "endpoint_id", endpointID, "tenant_id", rep.tenant)
 		return nil
 	})
+}
+
+// replayDeliveryID is the id of the delivery that replay rep queues for dead
+// letter dlID: a function of both (the dl_ prefix keeps it apart from any
+// first delivery's id, whose last input is an ep_ id).
+func replayDeliveryID(rep replayRef, dlID string) string {
+	return ids.DeliveryFor(rep.tenant, rep.id, dlID)
 }
 
 // markDone records that an item was handled (sent when deliveryID is set).

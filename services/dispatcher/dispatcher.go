@@ -21,6 +21,7 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/ssrf"
@@ -48,6 +49,9 @@ const (
 	attemptLogAckWait   = 30 * time.Second
 	attemptLogPending   = 5000
 	dialTimeout         = 10 * time.Second
+	// metricsInterval is how often backlogs, open circuits and blocked keys
+	// are sampled.
+	metricsInterval = 10 * time.Second
 )
 
 // CheckAckWait refuses an ack wait that an attempt could outlast: the message
@@ -65,13 +69,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := CheckAckWait(AckWait, delivery.MaxTimeout); err != nil {
 		return err
 	}
+	m := metrics.New("hookline-dispatcher")
 	health := ops.NewHealth()
 	health.Set("consuming", false)
 	health.Set("stopping", true)
+	m.SetReadiness(func() bool { return len(health.Failing()) == 0 })
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopOps()
 	opsDone := make(chan error, 1)
-	go func() { opsDone <- ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, nil), log) }()
+	go func() { opsDone <- ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, m.Handler()), log) }()
 	defer func() {
 		stopOps()
 		if err := <-opsDone; err != nil {
@@ -149,7 +155,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	bg.Go(func() { retry.NewScheduler(pool, js, log).Run(bgCtx) })
-	bg.Go(func() { attemptlog.New(pool, logCons, log).Run(bgCtx) })
+	bg.Go(func() {
+		w := attemptlog.New(pool, logCons, log)
+		w.Metrics = m
+		w.Run(bgCtx)
+	})
+	bg.Go(func() {
+		m.WatchConsumers(bgCtx, js, []metrics.ConsumerRef{
+			{Stream: bus.StreamDeliveries, Consumer: bus.ConsumerDispatcher},
+			{Stream: bus.StreamAttempts, Consumer: bus.ConsumerAttemptLog},
+		}, metricsInterval, log)
+	})
+	bg.Go(func() { sampleGauges(bgCtx, pool, circuits, m, log) })
 	bg.Go(func() { members.Run(bgCtx) })
 	bg.Go(func() { circuits.Run(bgCtx) })
 
@@ -163,6 +180,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		func(ctx context.Context, id string) error { return disableEndpoint(ctx, pool, kv, id) },
 		js, log)
 	h.Keys = parking.New(pool)
+	h.Metrics = m
 	h.Breaker = circuits
 	h.Rates = ratelimit.New(members.Count)
 	limits := dispatch.NewLimits(concurrency, PerEndpointInFlight)
@@ -219,6 +237,31 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("dispatcher stopped")
 	return nil
+}
+
+// sampleGauges sets the open-circuit and blocked-key gauges every
+// metricsInterval until ctx ends. Blocked keys are counted cluster-wide (every
+// replica reports the same number).
+func sampleGauges(ctx context.Context, pool *pgxpool.Pool, circuits *breaker.Circuits, m *metrics.Metrics, log *slog.Logger) {
+	t := time.NewTicker(metricsInterval)
+	defer t.Stop()
+	for {
+		m.BreakersOpen.Set(float64(circuits.OpenCount()))
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var n int64
+		err := pool.QueryRow(qctx, `SELECT count(*) FROM blocked_keys`).Scan(&n)
+		cancel()
+		if err == nil {
+			m.KeysBlocked.Set(float64(n))
+		} else if ctx.Err() == nil {
+			log.Debug("count blocked keys", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // replicaID names this replica in leases and heartbeats: the host name and

@@ -20,6 +20,7 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/store"
@@ -35,18 +36,22 @@ const (
 	lanes         = 32
 	laneDepth     = 16
 	pullBatch     = 256
+	// metricsInterval is how often the consumer's backlog is sampled.
+	metricsInterval = 10 * time.Second
 )
 
 // Run runs the service until ctx ends, then shuts down gracefully and returns
 // nil. It returns an error only when it cannot start.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	m := metrics.New("hookline-fanout")
 	health := ops.NewHealth()
 	health.Set("consuming", false)
 	health.Set("stopping", true)
+	m.SetReadiness(func() bool { return len(health.Failing()) == 0 })
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopOps()
 	opsDone := make(chan error, 1)
-	go func() { opsDone <- ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, nil), log) }()
+	go func() { opsDone <- ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, m.Handler()), log) }()
 	defer func() { stopOps(); <-opsDone }()
 
 	pool, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DatabaseMaxConns, Name: "hookline-fanout"}, log)
@@ -85,6 +90,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	h := fanout.NewHandler(pool, js, match.New(cache, log), log)
+	h.Metrics = m
+	go m.WatchConsumers(cacheCtx, js, []metrics.ConsumerRef{{Stream: bus.StreamEvents, Consumer: bus.ConsumerFanout}}, metricsInterval, log)
 	ln := fanout.NewLanes(lanes, laneDepth, h.Handle)
 	ln.Start(workCtx)
 	events, err := js.Stream(ctx, bus.StreamEvents)

@@ -11,23 +11,31 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookline/hookline/pkg/auth"
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/endpoints"
 	"github.com/hookline/hookline/pkg/httpapi"
+	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/store"
 	"github.com/hookline/hookline/services/ingest/internal/controlplane"
 	"github.com/hookline/hookline/services/ingest/internal/events"
 	"github.com/hookline/hookline/services/ingest/internal/openapi"
+	"github.com/hookline/hookline/services/ingest/internal/sources"
 )
 
 // ServiceName is the ingest service's name in logs, NATS and PostgreSQL.
@@ -43,8 +51,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	} else {
 		log.Warn(config.EnvEncryptionKeys + " is not set: endpoint signing secrets are stored in clear")
 	}
+	m := metrics.New(ServiceName)
 	health := ops.NewHealth()
 	health.Set("started", false)
+	m.SetReadiness(func() bool { return len(health.Failing()) == 0 })
 	health.Set("stopping", true) // true means "not stopping"; turned false on shutdown
 
 	// Liveness and readiness answer while we wait for our dependencies.
@@ -53,7 +63,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var opsErr error
 	go func() {
 		defer close(opsDone)
-		opsErr = ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, nil), log)
+		opsErr = ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, m.Handler()), log)
 	}()
 	defer func() { stopOps(); <-opsDone }()
 
@@ -89,6 +99,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	ev := events.New(pool, js, cfg, log)
+	ev.SetMetrics(m)
 	handler := NewHandler(cfg, pool, kv, ev, log)
 
 	var ln net.Listener
@@ -124,6 +135,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	worker("intake", func(ctx context.Context) error { return ev.RunIntake(ctx, health) })
 	worker("outbox relay", ev.RunRelay)
 	worker("endpoint resync", func(ctx context.Context) error { return resyncLoop(ctx, pool, kv, log) })
+	worker("consumer metrics", func(ctx context.Context) error {
+		m.WatchConsumers(ctx, js, []metrics.ConsumerRef{{Stream: bus.StreamIntake, Consumer: bus.ConsumerIngest}}, metricsInterval, log)
+		return nil
+	})
 	if ln != nil {
 		worker("http", func(context.Context) error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -175,6 +190,9 @@ func stopped(ctx context.Context, err error) error {
 	return err
 }
 
+// metricsInterval is how often the intake consumer's backlog is sampled.
+const metricsInterval = 10 * time.Second
+
 // resyncInterval is how often ingest re-copies every endpoint to KV, healing
 // a change whose sync was lost (a crash between commit and KV put).
 const resyncInterval = 5 * time.Minute
@@ -217,6 +235,7 @@ func newHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev
 	}
 	controlplane.New(pool, kv, cfg, test, log).Register(mux)
 	ev.Register(mux)
+	sources.New(pool, cfg, ev, log).Register(mux)
 	doc := openapi.JSON()
 	mux.Handle("GET "+openapi.Path, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -225,8 +244,78 @@ func newHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev
 	}))
 	var h http.Handler = problemRoutes(mux.ServeMux)
 	h = publicDocument(auth.New(cfg.AdminToken, pool).Middleware(h), h)
-	return limitBody(h, maxRequestBytes(cfg)), mux.patterns
+	return traced(limitBody(h, maxRequestBytes(cfg))), mux.patterns
 }
+
+// tracerName names the ingest service's spans' instrumentation scope.
+const tracerName = "github.com/hookline/hookline/services/ingest"
+
+// traced starts each request's server span, continuing the producer's W3C
+// traceparent. problemRoutes names the span after the route pattern once
+// the mux knows it. The span records no URL, path or query: they may carry
+// tokens (inbound webhook sources) and are unbounded.
+func traced(next http.Handler) http.Handler {
+	tracer := otel.Tracer(tracerName)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		method := r.Method
+		switch method {
+		case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		default:
+			method = "_OTHER"
+		}
+		ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", method)))
+		defer span.End()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r.WithContext(ctx))
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+	})
+}
+
+// nameSpan names r's server span after its route: "POST /v1/tenants/{tenant}/events".
+func nameSpan(r *http.Request, pattern string) {
+	span := trace.SpanFromContext(r.Context())
+	if !span.IsRecording() {
+		return
+	}
+	method, route, ok := strings.Cut(pattern, " ")
+	if !ok {
+		method, route = r.Method, pattern
+	}
+	span.SetName(method + " " + route)
+	span.SetAttributes(attribute.String("http.route", route))
+}
+
+// statusWriter remembers the status code written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // recordingMux remembers the patterns registered, so a test can hold the
 // OpenAPI document against them.
@@ -240,12 +329,17 @@ func (m *recordingMux) Handle(pattern string, h http.Handler) {
 	m.ServeMux.Handle(pattern, h)
 }
 
-// publicDocument lets GET /v1/openapi.json through without a token; every
-// other request goes through authenticated.
+// publicDocument lets GET /v1/openapi.json and inbound webhooks (POST
+// /v1/in/{source_token}) through without a token; every other request goes
+// through authenticated.
 func publicDocument(authenticated, open http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == openapi.Path && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			open.ServeHTTP(w, r)
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, sources.IngestPrefix) {
+			open.ServeHTTP(w, r) // inbound webhooks authenticate by their source's verifier
 			return
 		}
 		authenticated.ServeHTTP(w, r)
@@ -275,6 +369,7 @@ func problemRoutes(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
+			nameSpan(r, pattern)
 			mux.ServeHTTP(w, r) // sets the path values Handler does not
 			return
 		}

@@ -254,8 +254,41 @@ CREATE TABLE endpoint_circuits (
     probe_until  timestamptz
 );
 
+-- Inbound webhooks (docs/sources.md): a source turns requests to
+-- POST /v1/in/{token} into events. The token is stored only as its SHA-256
+-- (it carries 256 random bits, like API keys); verifier secrets are sealed
+-- with pkg/secretbox (additional data: the source id). Rejected requests go
+-- to rejected_events with subject 'source:<id>'.
+CREATE TABLE sources (
+    id                          text PRIMARY KEY,
+    tenant_id                   text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name                        text NOT NULL,
+    token_hash                  bytea NOT NULL UNIQUE,
+    verifier                    jsonb NOT NULL,
+    secret                      text,
+    previous_secret             text,
+    previous_secret_expires_at  timestamptz,
+    mapping                     jsonb NOT NULL,
+    filter                      text,
+    format                      text NOT NULL DEFAULT 'json',
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    updated_at                  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sources_tenant ON sources (tenant_id, created_at, id);
+CREATE INDEX rejected_events_subject ON rejected_events (tenant_id, subject, received_at DESC, id DESC);
+
+-- The W3C traceparent of the trace a parked delivery came from: its later
+-- attempt starts a new trace linked to this one (pkg/telemetry.LinkTo).
+ALTER TABLE delivery_retries ADD COLUMN traceparent text;
+ALTER TABLE parked_deliveries ADD COLUMN traceparent text;
+
 ---- create above / drop below ----
 
+ALTER TABLE parked_deliveries DROP COLUMN traceparent;
+ALTER TABLE delivery_retries DROP COLUMN traceparent;
+
+DROP INDEX rejected_events_subject;
+DROP TABLE sources;
 DROP TABLE endpoint_circuits;
 DROP TABLE parked_deliveries;
 DROP TABLE blocked_keys;

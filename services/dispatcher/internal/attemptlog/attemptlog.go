@@ -36,9 +36,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/metrics"
+	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
 
@@ -81,6 +87,8 @@ type Writer struct {
 	// SyncEndpoint publishes an endpoint's changed configuration to every
 	// replica (endpoints.Sync with the service's pool and KV bucket).
 	SyncEndpoint func(ctx context.Context, endpointID string) error
+	// Metrics, when set, counts endpoints disabled for failing.
+	Metrics *metrics.Metrics
 }
 
 // New returns a Writer taking up to 500 outcomes, or what arrived within
@@ -92,6 +100,20 @@ func New(db DB, cons Fetcher, log *slog.Logger) *Writer {
 		Retention: config.DefaultAttemptRetention, PartitionsAhead: 2, MaintainEvery: time.Hour,
 		AutoDisableAfter: config.DefaultAutoDisableAfter,
 	}
+}
+
+// startSpan starts the span of writing one batch: a trace of its own (a
+// batch serves many deliveries' traces), linked to each outcome's trace.
+func (w *Writer) startSpan(ctx context.Context, msgs []jetstream.Msg) (context.Context, trace.Span) {
+	links := make([]trace.Link, 0, len(msgs))
+	for _, m := range msgs {
+		if sc := trace.SpanContextFromContext(telemetry.Extract(context.Background(), m.Headers())); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	return otel.Tracer("github.com/hookline/hookline/services/dispatcher").Start(ctx, "write attempt log",
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("hookline.outcomes", len(msgs))))
 }
 
 // nakDelay is how long outcomes wait after the database failed.
@@ -121,16 +143,20 @@ func (w *Writer) Run(ctx context.Context) {
 			continue
 		}
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		wctx, span := w.startSpan(wctx, msgs)
 		err = w.Write(wctx, msgs)
 		cancel()
 		if err != nil {
-			w.log.Warn("write attempt log, will retry", "err", err, "outcomes", len(msgs))
+			span.SetStatus(codes.Error, "write attempt log")
+			span.End()
+			w.log.WarnContext(wctx, "write attempt log, will retry", "err", err, "outcomes", len(msgs))
 			for _, m := range msgs {
 				_ = m.NakWithDelay(nakDelay)
 			}
 			sleep(ctx, nakDelay)
 			continue
 		}
+		span.End()
 		for _, m := range msgs {
 			_ = m.Ack()
 		}

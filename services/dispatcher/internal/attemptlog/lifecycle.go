@@ -136,6 +136,9 @@ func (w *Writer) autoDisable(ctx context.Context, ids []string) error {
 	if err != nil {
 		return fmt.Errorf("auto-disable failing endpoints: %w", err)
 	}
+	if w.Metrics != nil {
+		w.Metrics.EndpointsDisabled.WithLabelValues("failing").Add(float64(len(list)))
+	}
 	for _, d := range list {
 		w.log.Warn("endpoint disabled: failing continuously", "endpoint_id", d.id, "tenant_id", d.tenant,
 			"reason", d.reason, "after", w.AutoDisableAfter.String())

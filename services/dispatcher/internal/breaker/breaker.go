@@ -333,3 +333,24 @@ func (c *Circuits) State(id string) string {
 	}
 	return Closed
 }
+
+// OpenCount is how many endpoints' circuits this replica sees as open or
+// half-open (the circuit_breakers_open gauge).
+func (c *Circuits) OpenCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for id, s := range c.shared {
+		if s.circuit != Closed {
+			n++
+		} else if cb, ok := c.local[id]; ok && cb.State() != gobreaker.StateClosed {
+			n++
+		}
+	}
+	for id, cb := range c.local {
+		if _, ok := c.shared[id]; !ok && cb.State() != gobreaker.StateClosed {
+			n++
+		}
+	}
+	return n
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 	"github.com/hookline/hookline/services/dispatcher/internal/breaker"
@@ -76,14 +78,18 @@ type Handler struct {
 	Breaker Breaker
 	Rates   RateLimiter
 	// Keys is the blocked-key registry of ordered delivery.
-	Keys   *parking.Store
-	tracer trace.Tracer
+	Keys *parking.Store
+	// Metrics counts attempts, retries and disabled endpoints; NewHandler
+	// sets one nobody serves.
+	Metrics *metrics.Metrics
+	tracer  trace.Tracer
 }
 
 // NewHandler returns a Handler; every field must be set.
 func NewHandler(eps EndpointGetter, s *delivery.Sender, park Parker, disable Disabler, js jetstream.JetStream, log *slog.Logger) *Handler {
 	return &Handler{Endpoints: eps, Sender: s, Park: park, Disable: disable, JS: js, Log: log,
-		tracer: otel.Tracer("github.com/hookline/hookline/services/dispatcher")}
+		Metrics: metrics.New("hookline-dispatcher"),
+		tracer:  otel.Tracer("github.com/hookline/hookline/services/dispatcher")}
 }
 
 // Decode reads a delivery message; ok is false for one that can never be
@@ -135,6 +141,55 @@ type verdict struct {
 	dl      *hooklinev1.DeadLetter
 	reason  string
 	errText string
+	// took is the attempt's duration.
+	took time.Duration
+}
+
+// startSpan starts the span of one handling of d: a child of ctx's trace
+// context, or, with opts holding trace.WithNewRoot and a link, a new trace
+// linked to the one d came from.
+func (h *Handler) startSpan(ctx context.Context, d *hooklinev1.Delivery, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	opts = append(opts, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		attribute.String("hookline.tenant_id", d.GetTenantId()),
+		attribute.String("hookline.event_id", d.GetEventId()),
+		attribute.String("hookline.endpoint_id", d.GetEndpointId()),
+		attribute.String("hookline.delivery_id", d.GetId()),
+		attribute.Int("hookline.attempt", int(d.GetAttempts())+1),
+	))
+	if d.GetReplayId() != "" {
+		opts = append(opts, trace.WithAttributes(attribute.String("hookline.replay_id", d.GetReplayId())))
+	}
+	return h.tracer.Start(ctx, "deliver", opts...)
+}
+
+// observe counts v and ends span with its result.
+func (h *Handler) observe(span trace.Span, d *hooklinev1.Delivery, v verdict) {
+	var outcome string
+	switch v.kind {
+	case kindSucceeded:
+		outcome = "succeeded"
+		if d.GetReplayId() == "" && d.GetAcceptedAt() != nil {
+			h.Metrics.DeliveryLatency.Observe(time.Since(d.GetAcceptedAt().AsTime()).Seconds())
+		}
+	case kindRetry:
+		outcome = "retry"
+		h.Metrics.RetriesScheduled.Inc()
+	case kindDead:
+		outcome = "dead"
+		span.SetAttributes(attribute.String("hookline.dead_reason", v.reason))
+	case kindHold:
+		span.SetAttributes(attribute.Bool("hookline.circuit_open", true))
+	}
+	if outcome != "" {
+		span.SetAttributes(attribute.String("hookline.outcome", outcome))
+	}
+	if v.outcome != nil {
+		h.Metrics.Attempts.WithLabelValues(outcome).Inc()
+		h.Metrics.AttemptDuration.WithLabelValues(outcome).Observe(v.took.Seconds())
+	}
+	if v.kind == kindDead || v.kind == kindRetry {
+		span.SetStatus(codes.Error, v.errText)
+	}
 }
 
 // decide attempts d to ep unless the endpoint is gone or disabled or its
@@ -168,8 +223,12 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 		}
 	}
 
+	// The HTTP request's client span: its context is the traceparent the
+	// endpoint receives. It records the host, never the URL (which may carry
+	// a secret).
 	n := d.GetAttempts() + 1
-	ctx, span := h.tracer.Start(ctx, "deliver", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+	ctx, span := h.tracer.Start(ctx, http.MethodPost, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("http.request.method", http.MethodPost),
 		attribute.String("hookline.endpoint_id", ep.GetId()),
 		attribute.String("hookline.event_id", d.GetEventId()),
 		attribute.Int("hookline.attempt", int(n)),
@@ -196,6 +255,7 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 	if out.Kind != delivery.Succeeded {
 		span.SetStatus(codes.Error, out.Error)
 	}
+	took := res.Duration
 
 	outcome := &hooklinev1.AttemptOutcome{
 		DeliveryId:   d.GetId(),
@@ -220,27 +280,28 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 	switch out.Kind {
 	case delivery.Succeeded:
 		outcome.Status = hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED
-		return verdict{kind: kindSucceeded, next: next, outcome: outcome}
+		return verdict{kind: kindSucceeded, next: next, outcome: outcome, took: took}
 	case delivery.Retry:
 		delay, ok := delivery.NextDelay(delivery.Schedule(ep.GetRetryScheduleMs()), int(n), out.RetryAfter, rand.Float64()) //nolint:gosec // jitter
 		if ok {
 			outcome.Status = hooklinev1.DeliveryStatus_DELIVERY_STATUS_PENDING
-			return verdict{kind: kindRetry, due: time.Now().Add(delay), next: next, outcome: outcome, errText: out.Error}
+			return verdict{kind: kindRetry, due: time.Now().Add(delay), next: next, outcome: outcome, errText: out.Error, took: took}
 		}
 		out.Reason = delivery.ReasonExhausted
 	case delivery.Dead:
 		if out.DisableEndpoint {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 			if err := h.Disable(dctx, ep.GetId()); err != nil {
-				h.logger(d).Error("disable endpoint after 410 Gone", "err", err)
+				h.logger(d).ErrorContext(ctx, "disable endpoint after 410 Gone", "err", err)
 			} else {
-				h.logger(d).Warn("endpoint answered 410 Gone, disabled")
+				h.Metrics.EndpointsDisabled.WithLabelValues("gone").Inc()
+				h.logger(d).WarnContext(ctx, "endpoint answered 410 Gone, disabled")
 			}
 			cancel()
 		}
 	}
 	outcome.Status = hooklinev1.DeliveryStatus_DELIVERY_STATUS_DEAD
-	return verdict{kind: kindDead, next: next, outcome: outcome, reason: out.Reason, errText: out.Error, dl: &hooklinev1.DeadLetter{
+	return verdict{kind: kindDead, next: next, outcome: outcome, reason: out.Reason, errText: out.Error, took: took, dl: &hooklinev1.DeadLetter{
 		Delivery:       next,
 		Reason:         out.Reason,
 		Attempts:       n,
@@ -261,16 +322,16 @@ func deadWithoutAttempt(d *hooklinev1.Delivery, reason string) verdict {
 	}}
 }
 
-func (v verdict) log(log *slog.Logger) {
+func (v verdict) log(ctx context.Context, log *slog.Logger) {
 	switch v.kind {
 	case kindSucceeded:
-		log.Debug("delivered", "attempt", v.outcome.GetAttempt())
+		log.DebugContext(ctx, "delivered", "attempt", v.outcome.GetAttempt())
 	case kindRetry:
-		log.Info("attempt failed, retry parked", "attempt", v.outcome.GetAttempt(), "err", v.errText, "retry_in", time.Until(v.due).Round(time.Millisecond).String())
+		log.InfoContext(ctx, "attempt failed, retry parked", "attempt", v.outcome.GetAttempt(), "err", v.errText, "retry_in", time.Until(v.due).Round(time.Millisecond).String())
 	case kindHold:
-		log.Info("circuit open, delivery held", "until", v.due)
+		log.InfoContext(ctx, "circuit open, delivery held", "until", v.due)
 	case kindDead:
-		log.Info("delivery dead", "reason", v.reason, "attempts", v.dl.GetAttempts(), "err", v.errText)
+		log.InfoContext(ctx, "delivery dead", "reason", v.reason, "attempts", v.dl.GetAttempts(), "err", v.errText)
 	}
 }
 
@@ -281,7 +342,10 @@ func (v verdict) log(log *slog.Logger) {
 func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery, ep *hooklinev1.Endpoint) {
 	log := h.logger(d)
 	ctx = telemetry.Extract(ctx, msg.Headers())
+	ctx, span := h.startSpan(ctx, d)
+	defer span.End()
 	v := h.decide(ctx, ep, d)
+	h.observe(span, d, v)
 	switch v.kind {
 	case kindStopping:
 		_ = msg.Nak()
@@ -291,13 +355,13 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.D
 		err := h.Park(pctx, v.next, v.due)
 		cancel()
 		if err != nil {
-			log.Warn("park retry, attempt will be repeated", "err", err)
+			log.WarnContext(ctx, "park retry, attempt will be repeated", "err", err)
 			_ = msg.NakWithDelay(ParkFailedDelay)
 			return
 		}
 	}
 	h.settle(ctx, msg, log, v.outcome, v.dl)
-	v.log(log)
+	v.log(ctx, log)
 }
 
 // HandleOrdered delivers d, the head of its (endpoint, key) subject, and
@@ -313,6 +377,9 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg, d *hookl
 	}
 	seq := meta.Sequence.Stream
 	token := bus.KeyToken(d.GetOrderingKey())
+	// A delivery parked behind its key keeps this trace context, so its
+	// attempt can link back to it.
+	ctx = telemetry.Extract(ctx, msg.Headers())
 	ep, err := h.Endpoints.Get(ctx, d.GetEndpointId())
 	if err != nil {
 		log.Warn("look up endpoint, will retry", "err", err)
@@ -336,8 +403,10 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg, d *hookl
 			return
 		}
 	}
-	ctx = telemetry.Extract(ctx, msg.Headers())
+	ctx, span := h.startSpan(ctx, d)
+	defer span.End()
 	v := h.decide(ctx, ep, d)
+	h.observe(span, d, v)
 	switch v.kind {
 	case kindStopping:
 		_ = msg.Nak()
@@ -347,13 +416,13 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg, d *hookl
 		err := h.Keys.Block(pctx, v.next, token, seq, v.due)
 		cancel()
 		if err != nil {
-			log.Warn("block key, attempt will be repeated", "err", err)
+			log.WarnContext(ctx, "block key, attempt will be repeated", "err", err)
 			_ = msg.NakWithDelay(ParkFailedDelay)
 			return
 		}
 	}
 	h.settle(ctx, msg, log, v.outcome, v.dl)
-	v.log(log)
+	v.log(ctx, log)
 }
 
 // publish publishes an attempt's outcome and dead letter (either may be nil)
@@ -365,7 +434,9 @@ func (h *Handler) publish(ctx context.Context, o *hooklinev1.AttemptOutcome, dl 
 		if err != nil {
 			return fmt.Errorf("encode attempt outcome: %w", err)
 		}
-		msgs = append(msgs, bus.NewMsg(bus.AttemptSubject(o.GetTenantId(), o.GetEndpointId()), bus.AttemptMsgID(o.GetDeliveryId(), o.GetAttempt()), b))
+		m := bus.NewMsg(bus.AttemptSubject(o.GetTenantId(), o.GetEndpointId()), bus.AttemptMsgID(o.GetDeliveryId(), o.GetAttempt()), b)
+		telemetry.Inject(ctx, m.Header)
+		msgs = append(msgs, m)
 	}
 	if dl != nil {
 		b, err := proto.Marshal(dl)
@@ -389,12 +460,12 @@ func (h *Handler) publish(ctx context.Context, o *hooklinev1.AttemptOutcome, dl 
 // are acknowledged by JetStream, acknowledges msg.
 func (h *Handler) settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter) {
 	if err := h.publish(ctx, o, dl); err != nil {
-		log.Warn("publish attempt outcome, will retry", "err", err)
+		log.WarnContext(ctx, "publish attempt outcome, will retry", "err", err)
 		_ = msg.NakWithDelay(FailedDelay)
 		return
 	}
 	if err := msg.Ack(); err != nil {
-		log.Warn("ack delivery", "err", err)
+		log.WarnContext(ctx, "ack delivery", "err", err)
 	}
 }
 

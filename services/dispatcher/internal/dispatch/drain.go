@@ -7,6 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/hookline/hookline/pkg/telemetry"
 	"github.com/hookline/hookline/services/dispatcher/internal/parking"
 )
 
@@ -132,10 +135,14 @@ func (dr *Drainer) drain(ctx context.Context, k parking.Key) {
 func (dr *Drainer) deliver(ctx context.Context, k parking.Key, item *parking.Item, log *slog.Logger) bool {
 	d := item.Delivery
 	log = log.With("delivery_id", d.GetId(), "event_id", d.GetEventId(), "seq", item.Seq)
+	// A parked delivery's attempt starts a trace of its own, linked to the
+	// one it was parked in.
+	ctx, span := dr.h.startSpan(ctx, d, append(telemetry.LinkTo(item.Traceparent), trace.WithNewRoot())...)
+	defer span.End()
 	db := context.WithoutCancel(ctx)
 	ep, err := dr.h.Endpoints.Get(ctx, k.EndpointID)
 	if err != nil {
-		log.Warn("look up endpoint", "err", err)
+		log.WarnContext(ctx, "look up endpoint", "err", err)
 		dr.release(db, k, time.Now().Add(FailedDelay), log)
 		return false
 	}
@@ -146,27 +153,28 @@ func (dr *Drainer) deliver(ctx context.Context, k parking.Key, item *parking.Ite
 	}
 	v := dr.h.decide(ctx, ep, d)
 	releaseSlot()
+	dr.h.observe(span, d, v)
 	if v.kind == kindStopping {
 		dr.release(db, k, time.Now(), log)
 		return false
 	}
 	if err := dr.h.publish(ctx, v.outcome, v.dl); err != nil {
-		log.Warn("publish attempt outcome, will retry", "err", err)
+		log.WarnContext(ctx, "publish attempt outcome, will retry", "err", err)
 		dr.release(db, k, time.Now().Add(FailedDelay), log)
 		return false
 	}
-	v.log(log)
+	v.log(ctx, log)
 	wctx, cancel := context.WithTimeout(db, opTimeout)
 	defer cancel()
 	switch v.kind {
 	case kindRetry, kindHold:
 		if err := dr.h.Keys.Repark(wctx, k, item.Seq, v.next, v.due, dr.owner); err != nil {
-			log.Warn("repark delivery", "err", err)
+			log.WarnContext(ctx, "repark delivery", "err", err)
 		}
 		return false
 	default:
 		if err := dr.h.Keys.Done(wctx, k, item.Seq, dr.owner); err != nil {
-			log.Warn("remove delivered parked delivery", "err", err)
+			log.WarnContext(ctx, "remove delivered parked delivery", "err", err)
 			return false
 		}
 		return true

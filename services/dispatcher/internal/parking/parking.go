@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
 
@@ -37,6 +38,8 @@ type Key struct {
 type Item struct {
 	Seq      uint64
 	Delivery *hooklinev1.Delivery
+	// Traceparent is the trace context it was parked in ("" if none).
+	Traceparent string
 }
 
 // Store reads and writes the registry.
@@ -78,8 +81,8 @@ func (s *Store) AppendIfBlocked(ctx context.Context, d *hooklinev1.Delivery, key
 		return false, fmt.Errorf("lock blocked key: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `
-INSERT INTO parked_deliveries (endpoint_id, key_token, seq, delivery_id, payload)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, d.GetEndpointId(), keyToken, int64(seq), d.GetId(), payload); err != nil { //nolint:gosec // stream sequences fit
+INSERT INTO parked_deliveries (endpoint_id, key_token, seq, delivery_id, payload, traceparent)
+VALUES ($1, $2, $3, $4, $5, NULLIF($6, '')) ON CONFLICT DO NOTHING`, d.GetEndpointId(), keyToken, int64(seq), d.GetId(), payload, telemetry.Traceparent(ctx)); err != nil { //nolint:gosec // stream sequences fit
 		return false, fmt.Errorf("park delivery %s: %w", d.GetId(), err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -106,10 +109,10 @@ ON CONFLICT (endpoint_id, key_token) DO NOTHING`, d.GetEndpointId(), keyToken, d
 		return fmt.Errorf("block key: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `
-INSERT INTO parked_deliveries (endpoint_id, key_token, seq, delivery_id, payload)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (endpoint_id, key_token, seq) DO UPDATE SET payload = EXCLUDED.payload`,
-		d.GetEndpointId(), keyToken, int64(seq), d.GetId(), payload); err != nil { //nolint:gosec // stream sequences fit
+INSERT INTO parked_deliveries (endpoint_id, key_token, seq, delivery_id, payload, traceparent)
+VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''))
+ON CONFLICT (endpoint_id, key_token, seq) DO UPDATE SET payload = EXCLUDED.payload, traceparent = EXCLUDED.traceparent`,
+		d.GetEndpointId(), keyToken, int64(seq), d.GetId(), payload, telemetry.Traceparent(ctx)); err != nil { //nolint:gosec // stream sequences fit
 		return fmt.Errorf("park head %s: %w", d.GetId(), err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -162,12 +165,13 @@ WHERE endpoint_id = $1 AND key_token = $2 AND lease_owner = $3`, k.EndpointID, k
 		return nil, ErrLeaseLost
 	}
 	var (
-		seq     int64
-		payload []byte
+		seq         int64
+		payload     []byte
+		traceparent string
 	)
 	err = s.db.QueryRow(ctx, `
-SELECT seq, payload FROM parked_deliveries WHERE endpoint_id = $1 AND key_token = $2
-ORDER BY seq LIMIT 1`, k.EndpointID, k.KeyToken).Scan(&seq, &payload)
+SELECT seq, payload, coalesce(traceparent, '') FROM parked_deliveries WHERE endpoint_id = $1 AND key_token = $2
+ORDER BY seq LIMIT 1`, k.EndpointID, k.KeyToken).Scan(&seq, &payload, &traceparent)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -178,7 +182,7 @@ ORDER BY seq LIMIT 1`, k.EndpointID, k.KeyToken).Scan(&seq, &payload)
 	if err := proto.Unmarshal(payload, d); err != nil {
 		return nil, fmt.Errorf("decode parked delivery %d: %w", seq, err)
 	}
-	return &Item{Seq: uint64(seq), Delivery: d}, nil //nolint:gosec // stored from a uint64
+	return &Item{Seq: uint64(seq), Delivery: d, Traceparent: traceparent}, nil //nolint:gosec // stored from a uint64
 }
 
 // Done removes parked delivery seq of k (delivered or dead), fenced by
@@ -219,8 +223,10 @@ WHERE endpoint_id = $1 AND key_token = $2 AND lease_owner = $3`, k.EndpointID, k
 	if tag.RowsAffected() == 0 {
 		return ErrLeaseLost
 	}
-	if _, err := tx.Exec(ctx, `UPDATE parked_deliveries SET payload = $4 WHERE endpoint_id = $1 AND key_token = $2 AND seq = $3`,
-		k.EndpointID, k.KeyToken, int64(seq), payload); err != nil { //nolint:gosec // stream sequences fit
+	if _, err := tx.Exec(ctx, `
+UPDATE parked_deliveries SET payload = $4, traceparent = coalesce(NULLIF($5, ''), traceparent)
+WHERE endpoint_id = $1 AND key_token = $2 AND seq = $3`,
+		k.EndpointID, k.KeyToken, int64(seq), payload, telemetry.Traceparent(ctx)); err != nil { //nolint:gosec // stream sequences fit
 		return fmt.Errorf("update parked delivery: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -16,9 +16,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
 
@@ -29,18 +33,20 @@ type Execer interface {
 
 // Park stores d, whose Attempts already counts the attempt just made, to be
 // published again at due. Parking the same delivery again replaces the row.
+// The trace context of ctx is kept: the republished delivery starts a new
+// trace linked to it.
 func Park(ctx context.Context, db Execer, d *hooklinev1.Delivery, due time.Time) error {
 	b, err := proto.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
 	}
 	_, err = db.Exec(ctx, `
-INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload, traceparent)
+VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''))
 ON CONFLICT (delivery_id) DO UPDATE
 SET tenant_id = EXCLUDED.tenant_id, endpoint_id = EXCLUDED.endpoint_id,
-    due_at = EXCLUDED.due_at, payload = EXCLUDED.payload`,
-		d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b)
+    due_at = EXCLUDED.due_at, payload = EXCLUDED.payload, traceparent = EXCLUDED.traceparent`,
+		d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b, telemetry.Traceparent(ctx))
 	if err != nil {
 		return fmt.Errorf("park delivery %s: %w", d.GetId(), err)
 	}
@@ -65,13 +71,15 @@ type Scheduler struct {
 	db       Beginner
 	js       jetstream.JetStream
 	log      *slog.Logger
+	tracer   trace.Tracer
 	Interval time.Duration
 	Batch    int
 }
 
 // NewScheduler returns a Scheduler polling every 500 ms, 200 rows at a time.
 func NewScheduler(db Beginner, js jetstream.JetStream, log *slog.Logger) *Scheduler {
-	return &Scheduler{db: db, js: js, log: log, Interval: 500 * time.Millisecond, Batch: 200}
+	return &Scheduler{db: db, js: js, log: log, Interval: 500 * time.Millisecond, Batch: 200,
+		tracer: otel.Tracer("github.com/hookline/hookline/services/dispatcher")}
 }
 
 // Run polls until ctx ends. A tick in progress finishes first.
@@ -111,7 +119,7 @@ func (s *Scheduler) Tick(ctx context.Context) (int, error) {
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	rows, err := tx.Query(ctx, `
-SELECT delivery_id, payload, due_at FROM delivery_retries
+SELECT delivery_id, payload, due_at, coalesce(traceparent, '') FROM delivery_retries
 WHERE due_at <= now()
 ORDER BY due_at
 LIMIT $1
@@ -122,14 +130,21 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 	var (
 		idsDone []string
 		msgs    []*nats.Msg
+		spans   []trace.Span
 	)
+	defer func() {
+		for _, sp := range spans {
+			sp.End()
+		}
+	}()
 	for rows.Next() {
 		var (
-			id      string
-			payload []byte
-			due     time.Time
+			id          string
+			payload     []byte
+			due         time.Time
+			traceparent string
 		)
-		if err := rows.Scan(&id, &payload, &due); err != nil {
+		if err := rows.Scan(&id, &payload, &due, &traceparent); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("scan due retry: %w", err)
 		}
@@ -139,8 +154,16 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 			s.log.Error("undecodable parked delivery, dropped", "delivery_id", id, "err", err)
 			continue
 		}
-		msgs = append(msgs, bus.NewMsg(bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), d.GetOrderingKey()),
-			MsgID(d, due), payload))
+		m := bus.NewMsg(bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), d.GetOrderingKey()), MsgID(d, due), payload)
+		// A retry, perhaps hours after its trace ended, starts a trace of
+		// its own, linked to the one it was parked in.
+		opts := append(telemetry.LinkTo(traceparent), trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.String("hookline.delivery_id", d.GetId()), attribute.String("hookline.endpoint_id", d.GetEndpointId()),
+				attribute.String("hookline.event_id", d.GetEventId()), attribute.Int("hookline.attempt", int(d.GetAttempts())+1)))
+		sctx, span := s.tracer.Start(ctx, "republish retry", opts...)
+		spans = append(spans, span)
+		telemetry.Inject(sctx, m.Header)
+		msgs = append(msgs, m)
 	}
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("read due retries: %w", err)

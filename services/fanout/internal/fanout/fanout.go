@@ -26,6 +26,7 @@ import (
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/ids"
+	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
@@ -51,11 +52,15 @@ type Handler struct {
 	match  Matcher
 	log    *slog.Logger
 	tracer trace.Tracer
+	// Metrics counts deliveries created and unmatched events; NewHandler
+	// sets one nobody serves.
+	Metrics *metrics.Metrics
 }
 
 // NewHandler returns a Handler writing to db and publishing through js.
 func NewHandler(db Execer, js jetstream.JetStream, m Matcher, log *slog.Logger) *Handler {
-	return &Handler{db: db, js: js, match: m, log: log, tracer: otel.Tracer("github.com/hookline/hookline/services/fanout")}
+	return &Handler{db: db, js: js, match: m, log: log, tracer: otel.Tracer("github.com/hookline/hookline/services/fanout"),
+		Metrics: metrics.New("hookline-fanout")}
 }
 
 // opTimeout bounds each database statement and each wait for publish acks.
@@ -150,11 +155,23 @@ func NakDelay() time.Duration {
 // is the endpoints', and waits for every publish acknowledgement. headers
 // carry the event's trace context; eventSeq is ev's stream sequence (0 when
 // unknown).
+//
+// The work runs in a "fanout event" span, a child of the event's trace
+// context; each matched endpoint gets a "fanout delivery" span, a child of
+// it, whose context travels with that delivery (or dead letter).
 func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hooklinev1.Event, eventSeq uint64) (err error) {
 	ctx = telemetry.Extract(ctx, headers)
-	ctx, span := h.tracer.Start(ctx, "fanout "+ev.GetType(), trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String("hookline.tenant_id", ev.GetTenantId()), attribute.String("hookline.event_id", ev.GetId())))
+	ctx, span := h.tracer.Start(ctx, "fanout event", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("hookline.tenant_id", ev.GetTenantId()), attribute.String("hookline.event_id", ev.GetId()),
+			attribute.String("hookline.event_type", ev.GetType())))
+	var deliverySpans []trace.Span
 	defer func() {
+		for _, ds := range deliverySpans {
+			if err != nil {
+				ds.SetStatus(codes.Error, "fan-out failed")
+			}
+			ds.End()
+		}
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "fan-out failed")
@@ -165,6 +182,7 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	eps := h.match.Endpoints(ev)
 	span.SetAttributes(attribute.Int("hookline.endpoints", len(eps)))
 	if len(eps) == 0 {
+		h.Metrics.EventsUnmatched.Inc()
 		return nil
 	}
 	now := apitime.Now()
@@ -197,7 +215,12 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 		if err != nil {
 			return err
 		}
-		telemetry.Inject(ctx, m.Header)
+		dctx, ds := h.tracer.Start(ctx, "fanout delivery", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("hookline.endpoint_id", ep.GetId()),
+			attribute.String("hookline.delivery_id", d.GetId()),
+			attribute.Bool("hookline.dead_letter", ep.GetDisabled())))
+		deliverySpans = append(deliverySpans, ds)
+		telemetry.Inject(dctx, m.Header)
 		if eventSeq != 0 {
 			m.Header.Set(HeaderEventSeq, strconv.FormatUint(eventSeq, 10))
 		}
@@ -214,6 +237,7 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	if err := bus.PublishAll(pctx, h.js, msgs...); err != nil {
 		return err
 	}
+	h.Metrics.DeliveriesCreated.Add(float64(len(eps)))
 	return nil
 }
 

@@ -13,6 +13,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/bus"
@@ -179,8 +182,11 @@ func (s *Service) handleIntake(workCtx context.Context, msg jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(workCtx, intakeWorkTimeout)
 	defer cancel()
 	ctx = telemetry.Extract(ctx, msg.Headers())
-
 	subject := msg.Subject()
+	ctx, span := s.tracer.Start(ctx, "receive "+bus.StreamIntake, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject)))
+	defer span.End()
+
 	hdr := msg.Headers()
 	tenant, typ, ok := bus.ParsePublishSubject(subject)
 	if !ok {
@@ -200,6 +206,7 @@ func (s *Service) handleIntake(workCtx context.Context, msg jetstream.Msg) {
 		_, err = s.Accept(ctx, in)
 	} else {
 		err = httpapi.Invalid(httpapi.FieldError{Field: "type", Message: "the subject names no event type: publish to hookline.publish.<tenant>.<type>"})
+		s.metrics.EventsRejected.WithLabelValues(sourceLabel(in.Source), "invalid_type").Inc()
 	}
 	if err == nil {
 		if err := msg.Ack(); err != nil {
@@ -219,6 +226,7 @@ func (s *Service) handleIntake(workCtx context.Context, msg jetstream.Msg) {
 		}
 		return
 	}
+	span.SetStatus(codes.Error, "not accepted, will retry")
 	s.log.WarnContext(ctx, "intake message not accepted, will retry", "err", err, "subject", subject, "tenant_id", tenant)
 	s.nak(ctx, msg)
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/proto/hooklinev1"
@@ -74,7 +76,12 @@ FOR UPDATE SKIP LOCKED`, apitime.Now().Add(-s.relayAge), s.relayBatch)
 	if len(events) == 0 {
 		return 0, nil
 	}
-	errs := s.publish(ctx, events)
+	// The producer's trace context was not stored with the event: the
+	// relayed events start a trace of their own.
+	ctx, span := s.tracer.Start(ctx, "relay events", trace.WithNewRoot(),
+		trace.WithAttributes(attribute.Int("hookline.events", len(events))))
+	defer span.End()
+	errs := s.publish(ctx, events, nil)
 	var done []*hooklinev1.Event
 	var firstErr error
 	for i, err := range errs {

@@ -15,6 +15,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -24,6 +28,7 @@ import (
 	"github.com/hookline/hookline/pkg/eventtype"
 	"github.com/hookline/hookline/pkg/httpapi"
 	"github.com/hookline/hookline/pkg/ids"
+	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/telemetry"
 	"github.com/hookline/hookline/proto/hooklinev1"
 )
@@ -45,6 +50,9 @@ type Service struct {
 	js   jetstream.JetStream
 	cfg  config.Config
 	log  *slog.Logger
+
+	metrics *metrics.Metrics
+	tracer  trace.Tracer
 
 	// Tunables; tests shorten them.
 	publishTimeout time.Duration // wait for JetStream acks
@@ -69,12 +77,22 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slo
 		js:             js,
 		cfg:            cfg,
 		log:            log,
+		metrics:        metrics.New("hookline-ingest"),
+		tracer:         otel.Tracer("github.com/hookline/hookline/services/ingest"),
 		publishTimeout: 10 * time.Second,
 		relayEvery:     2 * time.Second,
 		relayAge:       5 * time.Second,
 		relayBatch:     500,
 		intakeLanes:    32,
 		nakDelay:       2 * time.Second,
+	}
+}
+
+// SetMetrics makes the service count accepted, duplicate and rejected
+// events in m (by default, in a registry nobody serves).
+func (s *Service) SetMetrics(m *metrics.Metrics) {
+	if m != nil {
+		s.metrics = m
 	}
 }
 
@@ -137,13 +155,28 @@ type storedEvent struct {
 // acceptAll accepts events independently: one bad or failing event fails
 // alone. Publishes go out together and are sent in input order, so events
 // sharing an ordering key reach the stream in that order.
+//
+// Each input gets an "accept event" span, whose context travels with the
+// published event; the database work of a single event runs inside it.
 func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 	out := make([]outcome, len(ins))
+	spanCtx := make([]context.Context, len(ins))
+	spans := make([]trace.Span, len(ins))
+	for i := range ins {
+		if ins[i].Source == "" {
+			ins[i].Source = "http"
+		}
+		spanCtx[i], spans[i] = s.tracer.Start(ctx, "accept event", trace.WithAttributes(
+			attribute.String("hookline.tenant_id", ins[i].TenantID),
+			attribute.String("hookline.event_type", ins[i].Type),
+			attribute.String("hookline.source", ins[i].Source)))
+	}
+	defer s.record(ins, out, spans)
+	if len(ins) == 1 {
+		ctx = spanCtx[0]
+	}
 	var items []*item
 	for i, in := range ins {
-		if in.Source == "" {
-			in.Source = "http"
-		}
 		if err := s.validate(in); err != nil {
 			out[i].err = err
 			continue
@@ -166,12 +199,14 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 
 	var toPublish []*item
 	var events []*hooklinev1.Event
+	var pubCtx []context.Context
 	for _, it := range items {
 		if out[it.idx].err != nil {
 			continue
 		}
 		if it.inserted {
 			toPublish = append(toPublish, it)
+			pubCtx = append(pubCtx, spanCtx[it.idx])
 			events = append(events, &hooklinev1.Event{
 				TenantId:       it.in.TenantID,
 				Id:             it.id,
@@ -191,13 +226,14 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 			// a 202 must mean durable, so publish it too; JetStream drops the
 			// copy by its Nats-Msg-Id.
 			toPublish = append(toPublish, it)
+			pubCtx = append(pubCtx, spanCtx[it.idx])
 			events = append(events, eventOf(it.in.TenantID, e))
 		}
 	}
 	if len(events) == 0 {
 		return out
 	}
-	errs := s.publish(ctx, events)
+	errs := s.publish(ctx, events, pubCtx)
 	var done []*hooklinev1.Event
 	for i, it := range toPublish {
 		if errs[i] != nil {
@@ -212,6 +248,44 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 		s.log.WarnContext(ctx, "mark events published", "err", err, "events", len(done))
 	}
 	return out
+}
+
+// record ends each input's span and counts its outcome: accepted,
+// duplicate, or rejected (a 4xx problem) by source and reason. An event that
+// could not be made durable (503) is retried by its producer, not counted.
+func (s *Service) record(ins []Input, out []outcome, spans []trace.Span) {
+	for i, o := range out {
+		span, source := spans[i], sourceLabel(ins[i].Source)
+		switch p := problem(o.err); {
+		case o.err == nil && o.res.Duplicate:
+			s.metrics.EventsDuplicate.WithLabelValues(source).Inc()
+			span.SetAttributes(attribute.String("hookline.event_id", o.res.ID), attribute.Bool("hookline.duplicate", true))
+		case o.err == nil:
+			s.metrics.EventsAccepted.WithLabelValues(source).Inc()
+			span.SetAttributes(attribute.String("hookline.event_id", o.res.ID))
+		case p != nil && p.Status >= 400 && p.Status < 500:
+			reason := rejectReason(p)
+			s.metrics.EventsRejected.WithLabelValues(source, reason).Inc()
+			span.SetAttributes(attribute.String("hookline.reject_reason", reason))
+			span.SetStatus(codes.Error, reason)
+		default:
+			span.RecordError(o.err)
+			span.SetStatus(codes.Error, "event not made durable")
+		}
+		span.End()
+	}
+}
+
+// sourceLabel bounds the source metric label: inbound webhook sources
+// ("source:<id>") share one value.
+func sourceLabel(source string) string {
+	switch {
+	case source == "http" || source == "nats":
+		return source
+	case strings.HasPrefix(source, "source:"):
+		return "inbound"
+	}
+	return "other"
 }
 
 func eventOf(tenant string, e *storedEvent) *hooklinev1.Event {
@@ -445,7 +519,9 @@ func (s *Service) insertBatch(ctx context.Context, items []*item) error {
 
 // publish sends every event to HOOKLINE_EVENTS in order without waiting in
 // between, then waits for all acknowledgements. errs[i] is events[i]'s.
-func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event) []error {
+// Each message carries the trace context of traceCtx[i] (of ctx when
+// traceCtx is nil).
+func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, traceCtx []context.Context) []error {
 	errs := make([]error, len(events))
 	if !s.js.Conn().IsConnected() {
 		for i := range errs {
@@ -466,7 +542,11 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event) []err
 			Data:    data,
 		}
 		msg.Header.Set(bus.HeaderMsgID, bus.EventMsgID(ev.GetTenantId(), ev.GetId()))
-		telemetry.Inject(ctx, msg.Header)
+		if traceCtx != nil {
+			telemetry.Inject(traceCtx[i], msg.Header)
+		} else {
+			telemetry.Inject(ctx, msg.Header)
+		}
 		f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(bus.StreamEvents))
 		if err != nil {
 			errs[i] = fmt.Errorf("publish event %s: %w", ev.GetId(), err)

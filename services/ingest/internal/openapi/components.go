@@ -134,14 +134,15 @@ func components() obj {
 			"Idempotency-Key":  param("Idempotency-Key", "header", "a repeated key answers the first response with duplicate: true and delivers nothing twice", obj{"type": "string", "maxLength": 255}),
 		},
 		"responses": obj{
-			"BadRequest":   problemResponse("malformed JSON"),
-			"Unauthorized": problemResponse("missing or wrong token"),
-			"Forbidden":    problemResponse("a tenant API key on an admin-only route"),
-			"NotFound":     problemResponse("no such resource, or another tenant's"),
-			"Conflict":     problemResponse("already exists"),
-			"TooLarge":     problemResponse("request body over the size limit"),
-			"Invalid":      problemResponse("validation failed; errors[] names each field"),
-			"Unavailable":  problemResponse("a dependency is unreachable; retry after Retry-After seconds"),
+			"BadRequest":       problemResponse("malformed JSON"),
+			"Unauthorized":     problemResponse("missing or wrong token"),
+			"Forbidden":        problemResponse("a tenant API key on an admin-only route"),
+			"NotFound":         problemResponse("no such resource, or another tenant's"),
+			"Conflict":         problemResponse("already exists"),
+			"TooLarge":         problemResponse("request body over the size limit"),
+			"Invalid":          problemResponse("validation failed; errors[] names each field"),
+			"Unavailable":      problemResponse("a dependency is unreachable; retry after Retry-After seconds"),
+			"MethodNotAllowed": problemResponse("only POST is allowed"),
 		},
 		"schemas": obj{
 			"Problem": object([]string{"type", "title", "status", "detail"}, obj{
@@ -239,8 +240,28 @@ func components() obj {
 				"filter": obj{"type": "object"}, "rate_per_second": integer(),
 				"created_by": str(), "created_at": timeOf(), "finished_at": nullTime(),
 			})),
-			"ReplayList": listOf("Replay"),
-			"DryRun":     all(object(nil, obj{"matched": integer()})),
+			"ReplayList":              listOf("Replay"),
+			"DryRun":                  all(object(nil, obj{"matched": integer()})),
+			"Verifier":                sourceVerifier(),
+			"MappingRule":             mappingRule(),
+			"Mapping":                 object(nil, obj{"event_type": schemaRef("MappingRule"), "ordering_key": nullRef("MappingRule"), "event_id": nullRef("MappingRule")}),
+			"SourceInput":             sourceInput(),
+			"Source":                  sourceSchema(),
+			"SourceList":              listOf("Source"),
+			"SourceSecretRotateInput": object([]string{"secret"}, obj{"secret": strDesc("the provider's new secret"), "grace_seconds": obj{"type": "integer", "minimum": 0, "maximum": 2592000, "default": 86400}}),
+			"SourceSecretRotated":     all(object(nil, obj{"previous_secret_expires_at": timeOf()})),
+			"SourceReject": all(object(nil, obj{
+				"id": str(), "reason": enum("missing_signature", "invalid_signature", "stale_timestamp", "missing_credentials", "invalid_credentials",
+					"too_large", "invalid_body", "mapping_failed", "invalid_event", "filtered", "duplicate"),
+				"detail": str(), "event_type": nullable("string"), "event_id": nullable("string"), "size_bytes": integer(),
+				"payload": obj{"type": []any{"string", "null"}, "description": "first 4 KiB of the body"}, "received_at": timeOf(),
+			})),
+			"SourceRejectList": listOf("SourceReject"),
+			"InboundAccepted": all(object(nil, obj{
+				"id": nullable("string"), "type": nullable("string"), "accepted_at": nullTime(),
+				"duplicate": obj{"type": "boolean", "description": "the provider's delivery id was seen before; nothing new was created"},
+				"filtered":  obj{"type": "boolean", "description": "the source's filter dropped the request (200); id, type and accepted_at are null"},
+			})),
 		},
 	}
 }
@@ -253,4 +274,64 @@ func deadLetterFields() obj {
 		"attempts":     integer(), "last_status_code": nullable("integer"), "last_error": nullable("string"),
 		"dead_at": timeOf(), "replays": integer(), "resolved_at": nullTime(),
 	}
+}
+
+func nullRef(name string) obj { return obj{"oneOf": []any{schemaRef(name), obj{"type": "null"}}} }
+
+func verifierProps() obj {
+	return obj{
+		"kind":              enum("standard_webhooks", "github", "stripe", "hmac", "basic_auth", "bearer", "none"),
+		"username":          strDesc("basic_auth: the user name"),
+		"header":            strDesc("hmac: the header carrying the signature"),
+		"algorithm":         obj{"type": "string", "enum": []any{"sha256", "sha512"}, "description": "hmac; default sha256"},
+		"encoding":          obj{"type": "string", "enum": []any{"hex", "base64"}, "description": "hmac; default hex"},
+		"prefix":            strDesc("hmac: text before the encoded signature, e.g. sha256="),
+		"signed_content":    strDesc("hmac: template over {body} and {timestamp}; default {body}"),
+		"timestamp_header":  strDesc("hmac: header holding the Unix-seconds timestamp of {timestamp}"),
+		"tolerance_seconds": obj{"type": "integer", "minimum": 1, "maximum": 86400, "description": "replay window of stripe and timestamped hmac; default 300"},
+	}
+}
+
+func sourceVerifier() obj {
+	o := object([]string{"kind"}, verifierProps())
+	o["description"] = "How requests are authenticated. Only the options of the kind are shown."
+	return o
+}
+
+func mappingRule() obj {
+	return obj{
+		"type":                 "object",
+		"description":          "exactly one of header (its first value), value (a constant) or expression (CEL over body and headers, lower-case names)",
+		"properties":           obj{"header": str(), "value": str(), "expression": str()},
+		"additionalProperties": false,
+	}
+}
+
+func sourceInput() obj {
+	v := verifierProps()
+	v["secret"] = strDesc("write-only; for basic_auth the password, for bearer the token, for standard_webhooks a whsec_ secret")
+	return object(nil, obj{
+		"name":     obj{"type": "string", "maxLength": 200},
+		"verifier": object([]string{"kind"}, v),
+		"mapping": object(nil, obj{
+			"event_type":   schemaRef("MappingRule"),
+			"ordering_key": nullRef("MappingRule"),
+			"event_id":     nullRef("MappingRule"),
+		}),
+		"filter": obj{"type": []any{"string", "null"}, "description": "CEL over body and headers; false drops the request (recorded as filtered)"},
+		"format": obj{"type": "string", "enum": []any{"json", "form"}, "default": "json"},
+	})
+}
+
+func sourceSchema() obj {
+	return all(object(nil, obj{
+		"id": strDesc("src_…"), "tenant_id": str(), "name": str(),
+		"ingest_url": obj{"type": []any{"string", "null"}, "description": "POST /v1/in/{token}; shown only by create and token/rotate"},
+		"verifier":   schemaRef("Verifier"), "secret_set": boolean(),
+		"previous_secret_expires_at": nullTime(),
+		"mapping":                    schemaRef("Mapping"),
+		"filter":                     nullable("string"),
+		"format":                     enum("json", "form"),
+		"created_at":                 timeOf(), "updated_at": timeOf(),
+	}))
 }

@@ -70,6 +70,16 @@ var Routes = []Route{
 	{Method: "GET", Path: t + "/events/{id}", Service: Ingest, ID: "getEvent", Summary: "Get an event with its delivery to each matched endpoint", Tag: "events", Status: 200, Response: "EventWithDeliveries"},
 	{Method: "GET", Path: "/v1/rejected-events", Service: Ingest, ID: "listRejectedEvents", Summary: "NATS messages that failed validation, newest first", Tag: "events", Admin: true, Query: []string{"limit", "cursor", "tenantFilter", "rejectReason"}, Status: 200, Response: "RejectedEventList"},
 
+	{Method: "POST", Path: t + "/sources", Service: Ingest, ID: "createSource", Summary: "Create an inbound webhook source; its ingest_url is shown only here and on token rotation", Tag: "sources", Body: "SourceInput", Status: 201, Response: "Source"},
+	{Method: "GET", Path: t + "/sources", Service: Ingest, ID: "listSources", Summary: "List sources", Tag: "sources", Query: []string{"limit", "cursor"}, Status: 200, Response: "SourceList"},
+	{Method: "GET", Path: t + "/sources/{id}", Service: Ingest, ID: "getSource", Summary: "Get a source (secrets are write-only)", Tag: "sources", Status: 200, Response: "Source"},
+	{Method: "PATCH", Path: t + "/sources/{id}", Service: Ingest, ID: "updateSource", Summary: "Change a source's name, verifier, mapping, filter or format", Tag: "sources", Body: "SourceInput", Status: 200, Response: "Source"},
+	{Method: "DELETE", Path: t + "/sources/{id}", Service: Ingest, ID: "deleteSource", Summary: "Delete a source; its ingest URL answers 404 at once", Tag: "sources", Status: 204},
+	{Method: "POST", Path: t + "/sources/{id}/secret/rotate", Service: Ingest, ID: "rotateSourceSecret", Summary: "Rotate the verifier secret; both are accepted until the previous one expires", Tag: "sources", Body: "SourceSecretRotateInput", Status: 200, Response: "SourceSecretRotated"},
+	{Method: "POST", Path: t + "/sources/{id}/token/rotate", Service: Ingest, ID: "rotateSourceToken", Summary: "Replace the ingest token; the old URL answers 404 at once", Tag: "sources", Status: 200, Response: "Source"},
+	{Method: "GET", Path: t + "/sources/{id}/rejects", Service: Ingest, ID: "listSourceRejects", Summary: "Requests the source refused, filtered or found duplicate, newest first", Tag: "sources", Query: []string{"limit", "cursor", "rejectReason"}, Status: 200, Response: "SourceRejectList"},
+	{Method: "POST", Path: "/v1/in/{source_token}", Service: Ingest, ID: "receiveWebhook", Summary: "Receive a third-party webhook for a source (no bearer token: the source's verifier authenticates it)", Tag: "sources", Public: true, Status: 202, Response: "InboundAccepted", AltStatus: 200, AltResponse: "InboundAccepted"},
+
 	{Method: "GET", Path: t + "/dead-letters", Service: Deadletter, ID: "listDeadLetters", Summary: "List dead letters, newest first", Tag: "dead letters", Query: []string{"limit", "cursor", "endpoint_id", "event_type", "reason", "since", "until", "include_resolved"}, Status: 200, Response: "DeadLetterList"},
 	{Method: "GET", Path: t + "/dead-letters/{id}", Service: Deadletter, ID: "getDeadLetter", Summary: "Get a dead letter with its payload and attempt history", Tag: "dead letters", Status: 200, Response: "DeadLetterDetail"},
 	{Method: "DELETE", Path: t + "/dead-letters/{id}", Service: Deadletter, ID: "discardDeadLetter", Summary: "Discard a dead letter", Tag: "dead letters", Status: 204},
@@ -154,6 +164,10 @@ func operation(r Route) obj {
 	if strings.HasSuffix(r.Path, "{id}") || strings.Contains(r.Path, "{id}/") {
 		params = append(params, obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string"}})
 	}
+	if strings.Contains(r.Path, "{source_token}") {
+		params = append(params, obj{"name": "source_token", "in": "path", "required": true, "schema": obj{"type": "string"},
+			"description": "the source's ingest token (hlsrc_…)"})
+	}
 	for _, q := range r.Query {
 		params = append(params, ref("parameters", q))
 	}
@@ -176,6 +190,16 @@ func operation(r Route) obj {
 	}
 	if r.Public {
 		op["security"] = []any{}
+		if strings.Contains(r.Path, "{source_token}") {
+			op["description"] = "Answers 202 once the event is durable (200 when the source's filter drops it), " +
+				"401 on a missing or wrong signature or a stale timestamp, 400 on a body that is not what the source declares, " +
+				"422 when the mapping gives no valid event type, 413 over the size limit, 404 for an unknown token, " +
+				"405 for any method but POST. Every refusal is recorded (GET .../sources/{id}/rejects)."
+			for code, name := range map[string]string{"400": "BadRequest", "401": "Unauthorized", "404": "NotFound", "405": "MethodNotAllowed",
+				"413": "TooLarge", "422": "Invalid", "503": "Unavailable"} {
+				resp[code] = ref("responses", name)
+			}
+		}
 	} else {
 		resp["401"] = ref("responses", "Unauthorized")
 		resp["404"] = ref("responses", "NotFound")
