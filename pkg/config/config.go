@@ -30,6 +30,9 @@ const (
 	EnvDispatchWorkers  = "HOOKLINE_DISPATCH_CONCURRENCY"
 	EnvDedupeWindow     = "HOOKLINE_DEDUPE_WINDOW"
 	EnvDatabaseMaxConns = "HOOKLINE_DATABASE_MAX_CONNS"
+	// EnvStreamReplicas is the replica count of Hookline's JetStream
+	// streams and KV bucket: 1 on a single server, 3 on a cluster.
+	EnvStreamReplicas = "HOOKLINE_STREAM_REPLICAS"
 	// EnvAttemptRetention is how long the attempt log keeps attempts: a Go
 	// duration or whole days such as "30d".
 	EnvAttemptRetention = "HOOKLINE_ATTEMPT_RETENTION"
@@ -68,6 +71,8 @@ type Config struct {
 	DedupeWindow time.Duration
 	// DatabaseMaxConns sizes the pgx pool (0: pgx's default).
 	DatabaseMaxConns int32
+	// StreamReplicas of every stream and the endpoints bucket.
+	StreamReplicas int
 	// AttemptRetention is how long attempt-log rows are kept; older days'
 	// partitions are dropped.
 	AttemptRetention time.Duration
@@ -150,6 +155,10 @@ func Load(getenv func(string) string, need Need) (Config, error) {
 	c.MaxEventBytes = int64(positiveInt(getenv, EnvMaxEventBytes, DefaultMaxEventBytes, fail))
 	c.DispatchConcurrency = positiveInt(getenv, EnvDispatchWorkers, DefaultDispatchConcurrency, fail)
 	c.DatabaseMaxConns = int32(positiveInt(getenv, EnvDatabaseMaxConns, 0, fail)) //nolint:gosec // bounded by positiveInt
+	c.StreamReplicas = positiveInt(getenv, EnvStreamReplicas, 1, fail)
+	if c.StreamReplicas > 5 {
+		fail(EnvStreamReplicas, "invalid value %d (JetStream allows 1 to 5 replicas)", c.StreamReplicas)
+	}
 	c.AttemptRetention = days(getenv, EnvAttemptRetention, DefaultAttemptRetention, false, fail)
 	c.AutoDisableAfter = days(getenv, EnvAutoDisableAfter, DefaultAutoDisableAfter, true, fail)
 

@@ -41,6 +41,8 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"negative duration", EnvShutdownTimeout, "-1s", EnvShutdownTimeout},
 		{"bad addr", EnvHTTPAddr, "8080", EnvHTTPAddr},
 		{"bad int", EnvMaxEventBytes, "1MB", EnvMaxEventBytes},
+		{"too many stream replicas", EnvStreamReplicas, "7", EnvStreamReplicas},
+		{"zero stream replicas", EnvStreamReplicas, "0", EnvStreamReplicas},
 		{"bad retention", EnvAttemptRetention, "a month", EnvAttemptRetention},
 		{"zero retention", EnvAttemptRetention, "0", EnvAttemptRetention},
 		{"bad auto-disable", EnvAutoDisableAfter, "-5d", EnvAutoDisableAfter},

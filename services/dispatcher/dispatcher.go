@@ -39,11 +39,15 @@ import (
 
 // Consumer settings.
 const (
-	// AckWait of the dispatcher consumer: longer than the longest attempt
-	// plus the time to park, publish and ack.
-	AckWait = 90 * time.Second
-	// ackMargin is the least AckWait must exceed [delivery.MaxTimeout] by.
-	ackMargin = 15 * time.Second
+	// AckWait of the dispatcher consumer. A message being worked on (waiting
+	// for a slot or its key's turn, or in an HTTP attempt of up to
+	// [delivery.MaxTimeout]) is kept alive with InProgress every
+	// [dispatch.InProgressEvery], so AckWait bounds only how long the
+	// deliveries of a killed replica wait before another replica takes them.
+	AckWait = 30 * time.Second
+	// probeTimeout bounds a circuit breaker probe: the longest attempt plus
+	// the time to record it.
+	probeTimeout = delivery.MaxTimeout + 15*time.Second
 	// PerEndpointInFlight caps one endpoint's attempts in flight per replica.
 	PerEndpointInFlight = 16
 	attemptLogAckWait   = 30 * time.Second
@@ -54,11 +58,12 @@ const (
 	metricsInterval = 10 * time.Second
 )
 
-// CheckAckWait refuses an ack wait that an attempt could outlast: the message
-// would be redelivered while still in flight.
-func CheckAckWait(ackWait, maxTimeout time.Duration) error {
-	if ackWait <= maxTimeout+ackMargin {
-		return fmt.Errorf("dispatcher ack wait %s must exceed the longest attempt %s by more than %s", ackWait, maxTimeout, ackMargin)
+// CheckAckWait refuses an ack wait that the keep-alive could miss: a message
+// in flight would be redelivered to another replica (svix #2181). Three
+// heartbeats per ack wait leave room for a late one.
+func CheckAckWait(ackWait, heartbeat time.Duration) error {
+	if ackWait < 3*heartbeat {
+		return fmt.Errorf("dispatcher ack wait %s must be at least three in-progress heartbeats (%s each)", ackWait, heartbeat)
 	}
 	return nil
 }
@@ -66,7 +71,7 @@ func CheckAckWait(ackWait, maxTimeout time.Duration) error {
 // Run runs the service until ctx ends, then shuts down gracefully and returns
 // nil. It returns an error only when it cannot start.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	if err := CheckAckWait(AckWait, delivery.MaxTimeout); err != nil {
+	if err := CheckAckWait(AckWait, dispatch.InProgressEvery); err != nil {
 		return err
 	}
 	m := metrics.New("hookline-dispatcher")
@@ -97,7 +102,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer nc.Close()
 	health.Check("nats", nc.IsConnected)
 
-	opts := bus.Options{DedupeWindow: cfg.DedupeWindow}
+	opts := bus.Options{DedupeWindow: cfg.DedupeWindow, Replicas: cfg.StreamReplicas}
 	if err := bus.EnsureStreams(ctx, js, opts); err != nil {
 		return startErr(ctx, err)
 	}
@@ -149,7 +154,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		bg.Wait()
 		return startErr(ctx, err)
 	}
-	circuits := breaker.New(pool, owner, breaker.Config{ProbeTimeout: AckWait}, log)
+	circuits := breaker.New(pool, owner, breaker.Config{ProbeTimeout: probeTimeout}, log)
 	if err := circuits.Load(ctx); err != nil {
 		log.Warn("read circuit breaker state; continuing, it is read again every 500 ms", "err", err)
 	}
@@ -158,6 +163,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	bg.Go(func() {
 		w := attemptlog.New(pool, logCons, log)
 		w.Metrics = m
+		w.Retention, w.AutoDisableAfter = cfg.AttemptRetention, cfg.AutoDisableAfter
+		w.SyncEndpoint = func(ctx context.Context, id string) error { return endpoints.Sync(ctx, pool, kv, id) }
 		w.Run(bgCtx)
 	})
 	bg.Go(func() {

@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer nc.Close()
 	health.Check("nats", nc.IsConnected)
 
-	opts := bus.Options{DedupeWindow: cfg.DedupeWindow}
+	opts := bus.Options{DedupeWindow: cfg.DedupeWindow, Replicas: cfg.StreamReplicas}
 	if err := bus.EnsureStreams(ctx, js, opts); err != nil {
 		return startErr(ctx, err)
 	}

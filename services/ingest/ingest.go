@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer nc.Close()
 	health.Check("nats_connected", nc.IsConnected)
 
-	opts := bus.Options{DedupeWindow: cfg.DedupeWindow}
+	opts := bus.Options{DedupeWindow: cfg.DedupeWindow, Replicas: cfg.StreamReplicas}
 	if err := bus.EnsureStreams(ctx, js, opts); err != nil {
 		return stopped(ctx, err)
 	}

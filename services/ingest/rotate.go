@@ -41,7 +41,7 @@ func RotateSecrets(ctx context.Context, cfg config.Config, log *slog.Logger) (in
 		return n, err
 	}
 	defer nc.Close()
-	kv, err := bus.EnsureEndpointsBucket(ctx, js, bus.Options{DedupeWindow: cfg.DedupeWindow})
+	kv, err := bus.EnsureEndpointsBucket(ctx, js, bus.Options{DedupeWindow: cfg.DedupeWindow, Replicas: cfg.StreamReplicas})
 	if err != nil {
 		return n, err
 	}

@@ -37,6 +37,10 @@ type DB interface {
 type Config struct {
 	// Failures is how many consecutive retryable failures open a circuit.
 	Failures uint32
+	// Deliveries is how many different deliveries those failures must come
+	// from: one delivery working through its own retry schedule is that
+	// delivery's business, not a sign the endpoint is down for everyone.
+	Deliveries int
 	// Cooldown is how long a circuit stays open the first time; each
 	// failed probe doubles it, up to MaxCooldown.
 	Cooldown    time.Duration
@@ -50,6 +54,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.Failures == 0 {
 		c.Failures = 5
+	}
+	if c.Deliveries <= 0 {
+		c.Deliveries = 2
 	}
 	if c.Cooldown <= 0 {
 		c.Cooldown = 5 * time.Second
@@ -81,6 +88,13 @@ const (
 // Done reports an admitted attempt's result.
 type Done func(Result)
 
+// streak counts the deliveries among an endpoint's consecutive failures
+// (changes of delivery, which is at least the number of distinct ones).
+type streak struct {
+	last       string
+	deliveries int
+}
+
 type shared struct {
 	circuit    string
 	openUntil  time.Time
@@ -96,6 +110,7 @@ type Circuits struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex
+	streaks map[string]streak // failing deliveries since the last success, per endpoint
 	local   map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
 	shared  map[string]shared // endpoints whose circuit is not closed
 	probing map[string]bool   // probes this replica is making
@@ -105,7 +120,7 @@ type Circuits struct {
 func New(db DB, owner string, cfg Config, log *slog.Logger) *Circuits {
 	cfg.setDefaults()
 	return &Circuits{db: db, owner: owner, cfg: cfg, log: log,
-		local: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}, shared: map[string]shared{}, probing: map[string]bool{}}
+		streaks: map[string]streak{}, local: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}, shared: map[string]shared{}, probing: map[string]bool{}}
 }
 
 var errFailed = errors.New("retryable failure")
@@ -116,14 +131,38 @@ func (c *Circuits) newLocal(id string) *gobreaker.TwoStepCircuitBreaker[struct{}
 		Name:        id,
 		MaxRequests: 1,
 		Timeout:     c.cfg.Cooldown,
-		ReadyToTrip: func(counts gobreaker.Counts) bool { return counts.ConsecutiveFailures >= n },
+		ReadyToTrip: func(counts gobreaker.Counts) bool {
+			return counts.ConsecutiveFailures >= n && c.streakDeliveries(id) >= c.cfg.Deliveries
+		},
 	})
 }
 
-// Allow asks whether endpoint id may be attempted now. It returns done, to
+func (c *Circuits) streakDeliveries(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.streaks[id].deliveries
+}
+
+// noteResult updates endpoint id's failure streak with delivery's result.
+func (c *Circuits) noteResult(id, delivery string, r Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch r {
+	case Success:
+		delete(c.streaks, id)
+	case Failure:
+		s := c.streaks[id]
+		if s.last != delivery {
+			s.last, s.deliveries = delivery, s.deliveries+1
+		}
+		c.streaks[id] = s
+	}
+}
+
+// Allow asks whether endpoint id may be attempted now for delivery. It returns done, to
 // be called with the attempt's result, or, when the circuit holds the
 // endpoint, the time until which its deliveries should wait (no attempt).
-func (c *Circuits) Allow(ctx context.Context, id string) (Done, time.Time) {
+func (c *Circuits) Allow(ctx context.Context, id, delivery string) (Done, time.Time) {
 	now := time.Now()
 	c.mu.Lock()
 	s, notClosed := c.shared[id]
@@ -165,6 +204,7 @@ func (c *Circuits) Allow(ctx context.Context, id string) (Done, time.Time) {
 		return nil, now.Add(c.cfg.Cooldown)
 	}
 	return func(r Result) {
+		c.noteResult(id, delivery, r)
 		switch r {
 		case Failure:
 			localDone(errFailed)

@@ -12,8 +12,7 @@ import (
 
 // Limits of one attempt.
 const (
-	// MaxTimeout caps an endpoint's timeout_ms; the dispatcher's ack wait
-	// must exceed it.
+	// MaxTimeout caps an endpoint's timeout_ms (the API refuses more).
 	MaxTimeout = 60 * time.Second
 	// DefaultTimeout applies when an endpoint has none.
 	DefaultTimeout = 15 * time.Second

@@ -57,7 +57,7 @@ const (
 // called with the attempt's result, or a time until which the endpoint's
 // deliveries wait without an attempt. *breaker.Circuits implements it.
 type Breaker interface {
-	Allow(ctx context.Context, endpointID string) (breaker.Done, time.Time)
+	Allow(ctx context.Context, endpointID, deliveryID string) (breaker.Done, time.Time)
 }
 
 // RateLimiter makes a request to ep wait for its rate limit.
@@ -204,7 +204,7 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 	done := breaker.Done(func(breaker.Result) {})
 	if h.Breaker != nil {
 		var until time.Time
-		done, until = h.Breaker.Allow(ctx, ep.GetId())
+		done, until = h.Breaker.Allow(ctx, ep.GetId(), d.GetId())
 		if done == nil {
 			deadline := d.GetCreatedAt().AsTime().Add(delivery.Horizon(delivery.Schedule(ep.GetRetryScheduleMs())))
 			if d.GetCreatedAt() != nil && !time.Now().Before(deadline) {

@@ -12,9 +12,10 @@ import (
 	"github.com/hookline/hookline/services/dispatcher/internal/keylane"
 )
 
-// inProgressEvery is how often a delivery waiting for a slot tells JetStream
-// it is still held, so its ack wait does not run out while it queues.
-const inProgressEvery = 20 * time.Second
+// InProgressEvery is how often a delivery being worked on (waiting for a slot
+// or a rate limit, or in its HTTP attempt) tells JetStream it is still held,
+// so its ack wait does not run out.
+const InProgressEvery = 10 * time.Second
 
 // Runner takes delivery messages from a consumer and handles each in its own
 // goroutine, within [Limits]. The consumer's MaxAckPending bounds the
@@ -64,7 +65,7 @@ func (r *Runner) Consume(workCtx context.Context, it jetstream.MessagesContext) 
 func keepAlive(msg jetstream.Msg) (stop func()) {
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(inProgressEvery)
+		t := time.NewTicker(InProgressEvery)
 		defer t.Stop()
 		for {
 			select {

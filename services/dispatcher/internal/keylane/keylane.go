@@ -44,7 +44,7 @@ func StreamHead(s jetstream.Stream) HeadFunc {
 const (
 	minWait         = 5 * time.Millisecond
 	maxWait         = 250 * time.Millisecond
-	inProgressEvery = 20 * time.Second
+	inProgressEvery = 10 * time.Second
 )
 
 // Lanes hold the messages a replica received, per subject, and hand each to
