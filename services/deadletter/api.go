@@ -44,7 +44,7 @@ const (
 )
 
 // handler is the service's HTTP API, authenticated with the admin token and
-// tenant API keys.
+// tenant API keys, each request in a server span (see [traced]).
 func (s *service) handler(adminToken string) http.Handler {
 	mux := http.NewServeMux()
 	h := func(f httpapi.HandlerFunc) http.Handler { return httpapi.Handle(s.log, s.unavailable(f)) }
@@ -78,7 +78,7 @@ func (s *service) handler(adminToken string) http.Handler {
 	mux.Handle("/", h(func(_ http.ResponseWriter, r *http.Request) error {
 		return httpapi.NotFound("route " + r.URL.Path)
 	}))
-	return auth.New(adminToken, s.pool).Middleware(mux)
+	return traced(s.tracer, mux, auth.New(adminToken, s.pool).Middleware(mux))
 }
 
 // unavailable turns every error of f that is not already a problem into a
@@ -484,7 +484,7 @@ func (s *service) replayDeadLetter(w http.ResponseWriter, r *http.Request) error
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
 	defer cancel()
 	if err := s.runner.process(sctx, rep); err != nil {
-		s.log.Warn("replay dead letter; the runner will retry", "dead_letter_id", id, "replay_id", rep.id, "err", err)
+		s.log.WarnContext(ctx, "replay dead letter; the runner will retry", "dead_letter_id", id, "replay_id", rep.id, "err", err)
 	}
 	httpapi.WriteJSON(w, http.StatusAccepted, map[string]string{"replay_id": rep.id})
 	return nil

@@ -18,10 +18,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/store"
@@ -36,13 +38,15 @@ const consumerAckWait = 30 * time.Second
 // Run runs the service until ctx ends, then shuts down gracefully and
 // returns nil. A non-nil error means it could not start or crashed.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	m := metrics.New(Name)
 	health := ops.NewHealth()
 	health.Set("consuming", false)
+	m.SetReadiness(func() bool { return len(health.Failing()) == 0 })
 
 	// The ops server outlives ctx a little so /readyz can report "stopping".
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	opsDone := make(chan error, 1)
-	go func() { opsDone <- ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, nil), log) }()
+	go func() { opsDone <- ops.Serve(opsCtx, cfg.OpsAddr, ops.Handler(health, m.Handler()), log) }()
 	defer func() {
 		stopOps()
 		if err := <-opsDone; err != nil {
@@ -69,7 +73,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer nc.Close()
 	health.Check("nats", nc.IsConnected)
 
-	if err := bus.EnsureStreams(ctx, js, bus.Options{DedupeWindow: cfg.DedupeWindow}); err != nil {
+	if err := bus.EnsureStreams(ctx, js, bus.Options{DedupeWindow: cfg.DedupeWindow, Replicas: cfg.StreamReplicas}); err != nil {
 		return err
 	}
 	cons, err := bus.EnsureConsumer(ctx, js, bus.StreamDead, bus.Consumer(bus.ConsumerDeadletter, consumerAckWait, 1000))
@@ -78,6 +82,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	svc := newService(pool, js, log)
+	svc.metrics = m
 
 	var ln net.Listener
 	if cfg.HTTPAddr != "" {
@@ -96,6 +101,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go func() {
 		defer close(runnerDone)
 		svc.runner.run(workCtx)
+	}()
+	samplersDone := make(chan struct{})
+	go func() {
+		defer close(samplersDone)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			m.WatchConsumers(workCtx, js, []metrics.ConsumerRef{{Stream: bus.StreamDead, Consumer: bus.ConsumerDeadletter}}, consumerMetricsInterval, log)
+		})
+		wg.Go(func() { svc.samplePending(workCtx, pendingInterval) })
+		wg.Wait()
 	}()
 
 	var srv *http.Server
@@ -143,8 +158,47 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	case <-sctx.Done():
 		log.Warn("replay runner did not stop in time")
 	}
+	<-samplersDone
 	if err := nc.Drain(); err != nil {
 		log.Warn("drain NATS connection", "err", err)
 	}
 	return runErr
+}
+
+const (
+	// consumerMetricsInterval is how often HOOKLINE_DEAD's backlog is sampled.
+	consumerMetricsInterval = 10 * time.Second
+	// pendingInterval is how often the pending dead letters are counted.
+	pendingInterval = 30 * time.Second
+)
+
+// samplePending sets hookline_dead_letters_pending every interval until ctx
+// ends. The count is cluster-wide: every replica reports the same number.
+func (s *service) samplePending(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := s.countPending(ctx); err == nil {
+			s.metrics.DeadLettersPending.Set(float64(n))
+		} else if ctx.Err() == nil {
+			s.log.Debug("count pending dead letters", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// countPending counts the dead letters neither resolved nor discarded.
+func (s *service) countPending(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL AND discarded_at IS NULL`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count pending dead letters: %w", err)
+	}
+	return n, nil
 }

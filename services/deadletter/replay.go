@@ -10,6 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -216,9 +219,23 @@ UPDATE replays SET state = 'done', finished_at = now()
 // (shared, so a cancel waits for it), the item's row and the dead letter's
 // row, so that concurrent senders of the same item or of the same dead
 // letter in another replay cannot both send it.
+//
+// A dead letter sent again gets a "replay dead letter" span, the root of a
+// new trace linked to the trace that stored the dead letter; the delivery
+// carries its context, so the dispatcher's attempt joins that trace.
 func (r *runner) send(ctx context.Context, rep replayRef, dlID string) error {
 	s := r.s
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var (
+		result string // "sent" or "skipped" once handled
+		span   trace.Span
+	)
+	defer func() {
+		if span != nil {
+			span.End()
+		}
+	}()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		ctx := ctx // becomes the replay span's context once the item is sent
 		var state string
 		err := tx.QueryRow(ctx, `SELECT state FROM replays WHERE id = $1 FOR SHARE`, rep.id).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) || (err == nil && state != "running") {
@@ -238,21 +255,23 @@ SELECT done_at FROM replay_items WHERE replay_id = $1 AND dead_letter_id = $2 FO
 
 		var (
 			eventID, endpointID, eventType string
-			orderingKey, data              *string
+			orderingKey, data, traceparent *string
 			acceptedAt                     *time.Time
 			discarded                      bool
 		)
 		err = tx.QueryRow(ctx, `
-SELECT d.event_id, d.endpoint_id, d.event_type, d.ordering_key, d.discarded_at IS NOT NULL, e.data::text, e.accepted_at
+SELECT d.event_id, d.endpoint_id, d.event_type, d.ordering_key, d.discarded_at IS NOT NULL, e.data::text, e.accepted_at,
+       d.traceparent
   FROM dead_letters d LEFT JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id
  WHERE d.tenant_id = $1 AND d.id = $2
-   FOR UPDATE OF d`, rep.tenant, dlID).Scan(&eventID, &endpointID, &eventType, &orderingKey, &discarded, &data, &acceptedAt)
+   FOR UPDATE OF d`, rep.tenant, dlID).Scan(&eventID, &endpointID, &eventType, &orderingKey, &discarded, &data, &acceptedAt, &traceparent)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("lock dead letter: %w", err)
 		}
 		if errors.Is(err, pgx.ErrNoRows) || discarded || data == nil {
-			s.log.Info("skipping dead letter in replay", "replay_id", rep.id, "dead_letter_id", dlID,
+			s.log.InfoContext(ctx, "skipping dead letter in replay", "replay_id", rep.id, "dead_letter_id", dlID,
 				"discarded", discarded, "event_missing", err == nil && data == nil)
+			result = "skipped"
 			return markDone(ctx, tx, rep.id, dlID, nil)
 		}
 
@@ -264,6 +283,7 @@ SELECT ri.delivery_id FROM replay_items ri JOIN deliveries dv ON dv.id = ri.deli
  WHERE ri.dead_letter_id = $1 AND ri.replay_id <> $2 AND dv.status = 'pending'
  LIMIT 1`, dlID, rep.id).Scan(&pending)
 		if err == nil {
+			result = "skipped"
 			return markDone(ctx, tx, rep.id, dlID, &pending)
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
@@ -281,8 +301,23 @@ SELECT ri.delivery_id FROM replay_items ri JOIN deliveries dv ON dv.id = ri.deli
 			return fmt.Errorf("look up replay delivery: %w", err)
 		}
 		if known {
+			result = "skipped" // sent before a crash; counted then
 			return markDone(ctx, tx, rep.id, dlID, &deliveryID)
 		}
+
+		opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				attribute.String("hookline.tenant_id", rep.tenant),
+				attribute.String("hookline.replay_id", rep.id),
+				attribute.String("hookline.dead_letter_id", dlID),
+				attribute.String("hookline.event_id", eventID),
+				attribute.String("hookline.endpoint_id", endpointID),
+				attribute.String("hookline.delivery_id", deliveryID),
+			)}
+		if traceparent != nil {
+			opts = append(opts, telemetry.LinkTo(*traceparent)...)
+		}
+		ctx, span = s.tracer.Start(ctx, "replay dead letter", opts...)
 
 		now := apitime.Now()
 		d := &hooklinev1.Delivery{
@@ -320,10 +355,22 @@ ON CONFLICT (id) DO NOTHING`, d.Id, d.TenantId, d.EventId, d.EndpointId, d.Repla
 		if err := s.publishDelivery(ctx, d); err != nil {
 			return err
 		}
-		s.log.Debug("replayed dead letter", "replay_id", rep.id, "dead_letter_id", dlID, "delivery_id", d.Id,
+		s.log.DebugContext(ctx, "replayed dead letter", "replay_id", rep.id, "dead_letter_id", dlID, "delivery_id", d.Id,
 			"event_id", eventID, "endpoint_id", endpointID, "tenant_id", rep.tenant)
+		result = "sent"
 		return nil
 	})
+	if err != nil {
+		if span != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "replay dead letter")
+		}
+		return err
+	}
+	if result != "" {
+		s.metrics.ReplayItems.WithLabelValues(result).Inc()
+	}
+	return nil
 }
 
 // replayDeliveryID is the id of the delivery that replay rep queues for dead

@@ -137,7 +137,10 @@ CREATE TABLE dead_letters (
     replays           integer NOT NULL DEFAULT 0,
     resolved_at       timestamptz,
     discarded_at      timestamptz,
-    discarded_by      text
+    discarded_by      text,
+    -- the W3C traceparent of the span that stored it: a replay starts a new
+    -- trace linked to this one.
+    traceparent       text
 );
 CREATE INDEX dead_letters_tenant_time ON dead_letters (tenant_id, dead_at DESC, id DESC) WHERE discarded_at IS NULL;
 CREATE INDEX dead_letters_endpoint_time ON dead_letters (tenant_id, endpoint_id, dead_at DESC, id DESC) WHERE discarded_at IS NULL;

@@ -19,7 +19,7 @@ import (
 // Endpoint limits and defaults (CONTRACT 2.2).
 const (
 	defaultTimeoutMS   = 15000
-	minTimeoutMS       = 1000
+	minTimeoutMS       = 1
 	maxTimeoutMS       = 60000
 	maxRetryEntries    = 20
 	maxRetryDelay      = 24 * time.Hour
@@ -187,8 +187,8 @@ func validateRetrySchedule(s []string, errs *fieldErrors) {
 	}
 	for i, v := range s {
 		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 || d > maxRetryDelay {
-			errs.add("retry_schedule", "entry %d (%q) must be a Go duration greater than 0 and at most 24h, such as 30s or 5m", i, v)
+		if err != nil || d < 0 || d > maxRetryDelay {
+			errs.add("retry_schedule", "entry %d (%q) must be a Go duration from 0s to 24h, such as 30s or 5m", i, v)
 			return
 		}
 	}

@@ -69,7 +69,7 @@ func endpointFields() obj {
 		"event_types":     obj{"type": "array", "items": str(), "default": []any{}, "description": "`order.*` matches one more token, `order.>` one or more; empty: all"},
 		"filter":          obj{"type": []any{"string", "null"}, "default": nil, "description": "CEL over type, data and ordering_key; must compile (422)"},
 		"headers":         obj{"type": "object", "additionalProperties": str(), "default": obj{}, "description": "may not set webhook-*, content-type or user-agent"},
-		"timeout_ms":      obj{"type": "integer", "minimum": 1000, "maximum": 60000, "default": 15000},
+		"timeout_ms":      obj{"type": "integer", "minimum": 1, "maximum": 60000, "default": 15000},
 		"retry_schedule":  obj{"type": "array", "items": strDesc("Go duration, e.g. 5m"), "default": []any{"5s", "5m", "30m", "2h", "5h", "10h", "10h"}, "maxItems": 20},
 		"rate_limit":      obj{"type": "integer", "minimum": 0, "default": 0, "description": "requests per second; 0: none"},
 		"ordering":        obj{"type": "string", "enum": []any{"key", "none"}, "default": "key"},
