@@ -42,10 +42,10 @@ const rejectPayloadBytes = 4 << 10
 
 // compiled is a source's programs, built once per source version.
 type compiled struct {
-	updatedAt           time.Time
-	typ, key, id        *rule
-	filter              *expr.Program
-	needsBody, hasRules bool
+	updatedAt    time.Time
+	typ, key, id *rule
+	filter       *expr.Program
+	needsBody    bool
 }
 
 // rule is a compiled [Rule].
