@@ -4,48 +4,19 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/hookline/hookline/pkg/config"
-	"github.com/hookline/hookline/pkg/logging"
-	"github.com/hookline/hookline/pkg/telemetry"
+	"github.com/hookline/hookline/pkg/service"
 	"github.com/hookline/hookline/services/dispatcher"
 )
-
-const name = "hookline-dispatcher"
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
+// run is main with its inputs as arguments; it returns the exit status.
 func run(ctx context.Context, _ []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, err := config.Load(getenv, config.Need{NATS: true, Database: true})
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, config.FirstLine(err))
-		return 1
-	}
-	log := logging.New(stdout, cfg.LogLevel, name)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
-	defer stop()
-
-	shutdown, err := telemetry.Start(ctx, name)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: telemetry: %v\n", name, err)
-		return 1
-	}
-	defer func() {
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = shutdown(c)
-	}()
-	if err := dispatcher.Run(ctx, cfg, log); err != nil {
-		log.Error("dispatcher failed", "err", err)
-		return 1
-	}
-	return 0
+	return service.Main(ctx, "hookline-dispatcher", config.Need{NATS: true, Database: true}, dispatcher.Run, getenv, stdout, stderr)
 }

@@ -15,8 +15,8 @@ import (
 
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/logging"
+	"github.com/hookline/hookline/pkg/service"
 	"github.com/hookline/hookline/pkg/store"
-	"github.com/hookline/hookline/pkg/telemetry"
 	"github.com/hookline/hookline/pkg/version"
 	"github.com/hookline/hookline/services/ingest"
 )
@@ -75,28 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 
-	cfg, err := config.Load(getenv, config.Need{NATS: true, Database: true, AdminToken: true})
-	if err != nil {
-		return fail("%s", config.FirstLine(err))
-	}
-	log := logging.New(stdout, cfg.LogLevel, name)
-
-	shutdownTelemetry, err := telemetry.Start(ctx, name)
-	if err != nil {
-		return fail("telemetry: %s", oneLine(err))
-	}
-	defer func() { // flush even though ctx has ended
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = shutdownTelemetry(c)
-	}()
-
-	log.Info("starting", "version", version.Version)
-	if err := ingest.Run(ctx, cfg, log); err != nil {
-		log.Error("ingest stopped with an error", "err", err)
-		return fail("%s", oneLine(err))
-	}
-	return 0
+	return service.Main(ctx, name, config.Need{NATS: true, Database: true, AdminToken: true}, ingest.Run, getenv, stdout, stderr)
 }
 
 func oneLine(err error) string { return config.FirstLine(err) }

@@ -1,0 +1,57 @@
+// Package service runs a Hookline service binary the same way for every
+// service: read the configuration (a bad setting is one line on stderr and
+// exit status 1), log JSON to stdout, stop on SIGTERM or Ctrl-C, start and
+// flush telemetry, and run the service until it stops.
+package service
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/logging"
+	"github.com/hookline/hookline/pkg/telemetry"
+	"github.com/hookline/hookline/pkg/version"
+)
+
+// RunFunc runs a service until ctx ends and returns nil on a normal stop.
+type RunFunc func(ctx context.Context, cfg config.Config, log *slog.Logger) error
+
+// Main runs service name with the settings need names as required and
+// returns the process's exit status.
+func Main(ctx context.Context, name string, need config.Need, run RunFunc, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(getenv, need)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "%s: %s\n", name, config.FirstLine(err))
+		return 1
+	}
+	log := logging.New(stdout, cfg.LogLevel, name)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	shutdown, err := telemetry.StartWith(ctx, name, getenv)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "%s: %s\n", name, config.FirstLine(err))
+		return 1
+	}
+	defer func() { // flush even though ctx has ended
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = shutdown(c)
+	}()
+
+	log.Info("starting", "version", version.Version)
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("stopped with an error", "err", err)
+		_, _ = fmt.Fprintf(stderr, "%s: %s\n", name, config.FirstLine(err))
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
