@@ -50,8 +50,8 @@ run: build ## start the whole pipeline locally (embedded NATS, local PostgreSQL)
 test: ## the whole suite against real NATS (embedded) and real PostgreSQL
 	go test $(TEST_FLAGS) $(PKGS)
 
-test/ordering-long: ## issue 5's long per-key ordering property test (separate processes; ~10+ minutes)
-	cd e2e && go test -tags long -count=1 -timeout=40m -run TestOrderingProperty -v .
+test/ordering-long: ## issue 5's long per-key ordering tests: property, scaling figure, 60 s isolation (separate processes; ~10 minutes)
+	cd e2e && go test -tags long -count=1 -timeout=40m -run 'TestOrderingProperty|TestOrderingScaling|TestOrderingIsolation' -v .
 
 test/short: ## unit tests only
 	go test -short -count=1 $(PKGS)
