@@ -238,3 +238,42 @@ func versionAtLeast(have, want string) bool {
 	}
 	return true
 }
+
+// LeasesBucket is the KV bucket of cluster-wide leases: a key is held by
+// the replica whose owner id it stores, and is forgotten [LeaseTTL] after
+// its last put unless its holder renews it.
+const LeasesBucket = "hookline_leases"
+
+// LeaseTTL is the TTL of every key in [LeasesBucket]: how long a lease
+// outlives a holder that stopped renewing it (killed, paused, cut off).
+const LeaseTTL = 10 * time.Second
+
+// LeaseIntake is the lease key of the one ingest replica that consumes
+// HOOKLINE_INTAKE.
+const LeaseIntake = "intake"
+
+// EnsureLeasesBucket creates or opens the leases bucket and checks that the
+// server kept its TTL (a server that ignores it would let a dead holder keep
+// a lease forever).
+func EnsureLeasesBucket(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.KeyValue, error) {
+	o.setDefaults()
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      LeasesBucket,
+		Description: "cluster-wide leases (the ingest intake leader)",
+		History:     1,
+		TTL:         LeaseTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create or update KV bucket %s: %w", LeasesBucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read KV bucket %s: %w", LeasesBucket, err)
+	}
+	if st.TTL() != LeaseTTL {
+		return nil, fmt.Errorf("KV bucket %s: server kept TTL %s, want %s", LeasesBucket, st.TTL(), LeaseTTL)
+	}
+	return kv, nil
+}

@@ -17,9 +17,13 @@
 // republishes rows left unpublished for a few seconds, which covers a crash
 // between the INSERT and the publish.
 //
-// The NATS intake ([Service.RunIntake]) handles messages concurrently in
-// lanes: messages sharing a tenant and ordering key are hashed to the same
-// lane and accepted in stream order. A message that fails validation is
-// recorded in rejected_events with a reason and acknowledged; a message that
-// meets a transient failure is NAKed with a delay and never acknowledged.
+// The NATS intake ([Service.RunIntake]) runs on one replica of the cluster
+// at a time, the holder of a lease in the KV bucket hookline_leases (see
+// docs/design/ordering.md, "Intake"); a new holder recreates the consumer so
+// delivery restarts at the oldest unacknowledged message. It handles
+// messages concurrently in lanes: messages sharing a tenant and ordering key
+// are hashed to the same lane and accepted in stream order. A message that
+// fails validation is recorded in rejected_events with a reason and
+// acknowledged; a message that meets a transient failure is retried in
+// place, holding back its lane, and never acknowledged before it succeeds.
 package events
