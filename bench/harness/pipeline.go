@@ -158,6 +158,9 @@ func pipelineEnv(natsURL, dbURL string) []string {
 		"HOOKLINE_ALLOW_PRIVATE_DESTINATIONS=true",
 		"HOOKLINE_LOG_LEVEL=warn",
 		"HOOKLINE_SHUTDOWN_TIMEOUT=10s",
+		// HOOKLINE_PPROF=true passes through, so the services can be
+		// profiled on their ops addresses while the benchmark runs.
+		"HOOKLINE_PPROF=" + os.Getenv("HOOKLINE_PPROF"),
 	}
 }
 

@@ -23,14 +23,30 @@ func NewMsg(subject, msgID string, data []byte) *nats.Msg {
 // means some messages may be stored and others not; their Nats-Msg-Id makes a
 // retry of the whole set safe.
 func PublishAll(ctx context.Context, js jetstream.JetStream, msgs ...*nats.Msg) error {
+	wait, err := PublishAsync(js, msgs...)
+	if err != nil {
+		return err
+	}
+	return wait(ctx)
+}
+
+// PublishAsync publishes msgs asynchronously, in order, and returns a
+// function that waits until JetStream has acknowledged every one of them, or
+// its ctx ends; other work can run in between. Errors mean what they mean for
+// [PublishAll].
+func PublishAsync(js jetstream.JetStream, msgs ...*nats.Msg) (wait func(ctx context.Context) error, err error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, m := range msgs {
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
-			return fmt.Errorf("publish to %s: %w", m.Subject, err)
+			return nil, fmt.Errorf("publish to %s: %w", m.Subject, err)
 		}
 		futures = append(futures, f)
 	}
+	return func(ctx context.Context) error { return waitAcks(ctx, futures) }, nil
+}
+
+func waitAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
 	for _, f := range futures {
 		select {
 		case <-f.Ok():

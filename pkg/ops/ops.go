@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -81,7 +83,28 @@ func Handler(h *Health, metrics http.Handler) http.Handler {
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
 	}
+	if PprofEnabled(os.Getenv) {
+		RegisterPprof(mux)
+	}
 	return mux
+}
+
+// EnvPprof switches on the Go profiler under /debug/pprof/ on the ops
+// address (never on a public API address) when set to "true".
+const EnvPprof = "HOOKLINE_PPROF"
+
+// PprofEnabled reports whether [EnvPprof] is "true" in getenv.
+func PprofEnabled(getenv func(string) string) bool {
+	return getenv(EnvPprof) == "true"
+}
+
+// RegisterPprof adds the net/http/pprof handlers under /debug/pprof/ to mux.
+func RegisterPprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 // Serve runs the ops server on addr until ctx ends; addr "" disables it.

@@ -29,8 +29,9 @@ import (
 // Spans are exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT or
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (or OTEL_TRACES_EXPORTER=otlp),
 // with the protocol of OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: "grpc" or
-// "http/protobuf" (the default). Without an exporter, spans still get ids, so
-// trace context propagates and log lines carry trace ids. The sampler follows
+// "http/protobuf" (the default). Without an exporter, spans are not recorded
+// ([IDOnlyTracerProvider]) but still get ids, so trace context propagates and
+// log lines carry trace ids. With one, the sampler follows
 // OTEL_TRACES_SAMPLER; service.name defaults to serviceName unless
 // OTEL_SERVICE_NAME is set.
 func Start(ctx context.Context, serviceName string) (func(context.Context) error, error) {
@@ -51,17 +52,19 @@ func StartWith(ctx context.Context, serviceName string, getenv func(string) stri
 			res = merged
 		}
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	exp, err := exporter(ctx, getenv)
 	if err != nil {
 		return nil, err
 	}
-	if exp != nil {
-		opts = append(opts, sdktrace.WithBatcher(exp))
-	}
-	tp := sdktrace.NewTracerProvider(opts...)
-	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
+	if exp == nil {
+		// Nothing would read the spans: give them ids only, which is all
+		// propagation and log correlation need, and skip recording them.
+		otel.SetTracerProvider(IDOnlyTracerProvider())
+		return func(context.Context) error { return nil }, nil
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(exp))
+	otel.SetTracerProvider(tp)
 	return func(ctx context.Context) error {
 		return errors.Join(tp.ForceFlush(ctx), tp.Shutdown(ctx))
 	}, nil

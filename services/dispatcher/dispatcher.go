@@ -21,17 +21,16 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/keylane"
 	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/store"
-	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 	"github.com/hookline/hookline/services/dispatcher/internal/attemptlog"
 	"github.com/hookline/hookline/services/dispatcher/internal/breaker"
 	"github.com/hookline/hookline/services/dispatcher/internal/delivery"
 	"github.com/hookline/hookline/services/dispatcher/internal/dispatch"
-	"github.com/hookline/hookline/services/dispatcher/internal/keylane"
 	"github.com/hookline/hookline/services/dispatcher/internal/parking"
 	"github.com/hookline/hookline/services/dispatcher/internal/ratelimit"
 	"github.com/hookline/hookline/services/dispatcher/internal/retry"
@@ -48,8 +47,11 @@ const (
 	// probeTimeout bounds a circuit breaker probe: the longest attempt plus
 	// the time to record it.
 	probeTimeout = delivery.MaxTimeout + 15*time.Second
-	// PerEndpointInFlight caps one endpoint's attempts in flight per replica.
-	PerEndpointInFlight = 16
+	// PerEndpointInFlight caps one endpoint's attempts (HTTP requests) in
+	// flight per replica: a quarter of the default concurrency, so one slow
+	// endpoint cannot take every worker, while one busy endpoint still gets
+	// thousands of deliveries a second at a few milliseconds each.
+	PerEndpointInFlight = 64
 	attemptLogAckWait   = 30 * time.Second
 	attemptLogPending   = 5000
 	dialTimeout         = 10 * time.Second
@@ -179,11 +181,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	parker := retry.NewParker(pool)
 	h := dispatch.NewHandler(cache,
 		delivery.NewSender(ssrf.NewDialer(cfg.AllowPrivateDestinations, dialTimeout).DialContext),
-		func(ctx context.Context, d *hooklinev1.Delivery, due time.Time) error {
-			return retry.Park(ctx, pool, d, due)
-		},
+		parker.Park,
 		func(ctx context.Context, id string) error { return disableEndpoint(ctx, pool, kv, id) },
 		js, log)
 	h.Keys = parking.New(pool)

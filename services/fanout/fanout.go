@@ -20,12 +20,12 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/keylane"
 	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/store"
 	"github.com/hookline/hookline/services/fanout/internal/fanout"
-	"github.com/hookline/hookline/services/fanout/internal/keylane"
 	"github.com/hookline/hookline/services/fanout/internal/match"
 )
 
@@ -33,9 +33,13 @@ import (
 const (
 	ackWait       = 30 * time.Second
 	maxAckPending = 1024
-	lanes         = 32
-	laneDepth     = 16
-	pullBatch     = 256
+	// lanes events are fanned out at once (keyless and keyed each): most of
+	// an event's time is spent waiting for PostgreSQL and JetStream, and
+	// concurrent events share one commit (group commit), so many lanes are
+	// cheap and raise throughput.
+	lanes     = 128
+	laneDepth = 8
+	pullBatch = 256
 	// metricsInterval is how often the consumer's backlog is sampled.
 	metricsInterval = 10 * time.Second
 )

@@ -35,11 +35,14 @@ type Sender struct {
 // follows no redirects and uses no proxy.
 func NewSender(dial DialContext) *Sender {
 	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dial,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   16,
+		Proxy:             nil,
+		DialContext:       dial,
+		ForceAttemptHTTP2: true,
+		MaxIdleConns:      1024,
+		// Many endpoints may share a host (and port): their connections
+		// must all stay open between attempts, or every attempt beyond the
+		// per-host idle limit closes its connection and dials a new one.
+		MaxIdleConnsPerHost:   1024,
 		MaxConnsPerHost:       0,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,

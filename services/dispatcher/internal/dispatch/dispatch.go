@@ -110,9 +110,34 @@ func Ordered(ep *hooklinev1.Endpoint, d *hooklinev1.Delivery) bool {
 	return d.GetOrderingKey() != "" && ep != nil && !ep.GetDeleted() && ep.GetOrdering() != "none"
 }
 
+// logger returns h.Log with d's ids on every line. The ids are added only to
+// lines actually logged: Logger.With would format them for every delivery.
 func (h *Handler) logger(d *hooklinev1.Delivery) *slog.Logger {
-	return h.Log.With("tenant_id", d.GetTenantId(), "event_id", d.GetEventId(), "endpoint_id", d.GetEndpointId(),
-		"delivery_id", d.GetId())
+	return slog.New(deliveryLog{h.Log.Handler(), d})
+}
+
+// deliveryLog adds a delivery's ids to the records it handles.
+type deliveryLog struct {
+	slog.Handler
+	d *hooklinev1.Delivery
+}
+
+func (l deliveryLog) attrs() []slog.Attr {
+	return []slog.Attr{slog.String("tenant_id", l.d.GetTenantId()), slog.String("event_id", l.d.GetEventId()),
+		slog.String("endpoint_id", l.d.GetEndpointId()), slog.String("delivery_id", l.d.GetId())}
+}
+
+func (l deliveryLog) Handle(ctx context.Context, r slog.Record) error {
+	r.AddAttrs(l.attrs()...)
+	return l.Handler.Handle(ctx, r)
+}
+
+func (l deliveryLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return l.Handler.WithAttrs(append(l.attrs(), as...))
+}
+
+func (l deliveryLog) WithGroup(name string) slog.Handler {
+	return l.Handler.WithAttrs(l.attrs()).WithGroup(name)
 }
 
 // kind is what follows a decision.
@@ -340,11 +365,19 @@ func (v verdict) log(ctx context.Context, log *slog.Logger) {
 // cancelled only when the dispatcher gives up on in-flight work at shutdown;
 // the message is then NAKed and nothing is recorded.
 func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery, ep *hooklinev1.Endpoint) {
+	h.handle(ctx, msg, d, ep, func() {})
+}
+
+// handle is Handle calling attempted once the attempt (if any) is over,
+// before its outcome is recorded: the caller's slot for the endpoint is free
+// again while the outcome is published.
+func (h *Handler) handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery, ep *hooklinev1.Endpoint, attempted func()) {
 	log := h.logger(d)
 	ctx = telemetry.Extract(ctx, msg.Headers())
 	ctx, span := h.startSpan(ctx, d)
 	defer span.End()
 	v := h.decide(ctx, ep, d)
+	attempted()
 	h.observe(span, d, v)
 	switch v.kind {
 	case kindStopping:
@@ -369,6 +402,13 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.D
 // attempted, and when it must wait (retry, open circuit) its key is blocked
 // with it as the first parked delivery.
 func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery) {
+	h.handleOrdered(ctx, msg, d, func() {})
+}
+
+// handleOrdered is HandleOrdered calling attempted once the attempt (if any)
+// is over. The key stays held until msg is settled: the next delivery of the
+// key is not the head before that.
+func (h *Handler) handleOrdered(ctx context.Context, msg jetstream.Msg, d *hooklinev1.Delivery, attempted func()) {
 	log := h.logger(d)
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -406,6 +446,7 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg, d *hookl
 	ctx, span := h.startSpan(ctx, d)
 	defer span.End()
 	v := h.decide(ctx, ep, d)
+	attempted()
 	h.observe(span, d, v)
 	switch v.kind {
 	case kindStopping:

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hookline/hookline/services/dispatcher/internal/keylane"
+	"github.com/hookline/hookline/pkg/keylane"
 )
 
 // InProgressEvery is how often a delivery being worked on (waiting for a slot
@@ -62,21 +62,31 @@ func (r *Runner) Consume(workCtx context.Context, it jetstream.MessagesContext) 
 
 // keepAlive tells JetStream msg is still being worked on until stop is
 // called, so a wait for a slot or a rate limit does not outlast AckWait.
+//
+// It is a timer, not a goroutine: most deliveries finish long before the
+// first heartbeat.
 func keepAlive(msg jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(InProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(InProgressEvery, func() {
+		_ = msg.InProgress()
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(InProgressEvery)
 		}
-	}()
-	return func() { close(done) }
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 func (r *Runner) work(ctx context.Context, msg jetstream.Msg) {
@@ -102,8 +112,15 @@ func (r *Runner) work(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Nak()
 		return
 	}
+	release = once(release)
 	defer release()
-	r.h.Handle(ctx, msg, d, ep)
+	r.h.handle(ctx, msg, d, ep, release)
+}
+
+// once returns f made safe to call more than once: only the first call runs.
+func once(f func()) func() {
+	var o sync.Once
+	return func() { o.Do(f) }
 }
 
 // workOrdered handles the head of a key's subject.
@@ -119,8 +136,9 @@ func (r *Runner) workOrdered(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Nak()
 		return
 	}
+	release = once(release)
 	defer release()
-	r.h.HandleOrdered(ctx, msg, d)
+	r.h.handleOrdered(ctx, msg, d, release)
 }
 
 // Stop hands back deliveries still waiting for a slot or for their turn;

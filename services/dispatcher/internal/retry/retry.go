@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/store"
 	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
@@ -40,14 +41,44 @@ func Park(ctx context.Context, db Execer, d *hooklinev1.Delivery, due time.Time)
 	if err != nil {
 		return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
 	}
-	_, err = db.Exec(ctx, `
+	_, err = db.Exec(ctx, parkSQL, d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b, telemetry.Traceparent(ctx))
+	if err != nil {
+		return fmt.Errorf("park delivery %s: %w", d.GetId(), err)
+	}
+	return nil
+}
+
+const parkSQL = `
 INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload, traceparent)
 VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''))
 ON CONFLICT (delivery_id) DO UPDATE
 SET tenant_id = EXCLUDED.tenant_id, endpoint_id = EXCLUDED.endpoint_id,
-    due_at = EXCLUDED.due_at, payload = EXCLUDED.payload, traceparent = EXCLUDED.traceparent`,
-		d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b, telemetry.Traceparent(ctx))
+    due_at = EXCLUDED.due_at, payload = EXCLUDED.payload, traceparent = EXCLUDED.traceparent`
+
+// Parker parks deliveries like [Park], group-committing the parks of
+// concurrent attempts (one round trip and one commit for all of them): an
+// endpoint failing everything costs one commit per batch, not per delivery.
+type Parker struct {
+	group *store.Group
+}
+
+// NewParker returns a Parker writing through db.
+func NewParker(db store.BatchSender) *Parker {
+	return &Parker{group: store.NewGroup(db, 2, 500)}
+}
+
+// Park is [Park] through the group.
+func (p *Parker) Park(ctx context.Context, d *hooklinev1.Delivery, due time.Time) error {
+	b, err := proto.Marshal(d)
 	if err != nil {
+		return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(parkSQL, d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b, telemetry.Traceparent(ctx))
+	if err := p.group.Do(ctx, batch, func(br pgx.BatchResults) error {
+		_, err := br.Exec()
+		return err
+	}); err != nil {
 		return fmt.Errorf("park delivery %s: %w", d.GetId(), err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,6 +28,7 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/ids"
 	"github.com/hookline/hookline/pkg/metrics"
+	"github.com/hookline/hookline/pkg/store"
 	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
@@ -52,6 +54,9 @@ type Handler struct {
 	match  Matcher
 	log    *slog.Logger
 	tracer trace.Tracer
+	// group, when db can send batches, commits the rows of events fanned
+	// out concurrently together.
+	group *store.Group
 	// Metrics counts deliveries created and unmatched events; NewHandler
 	// sets one nobody serves.
 	Metrics *metrics.Metrics
@@ -59,9 +64,20 @@ type Handler struct {
 
 // NewHandler returns a Handler writing to db and publishing through js.
 func NewHandler(db Execer, js jetstream.JetStream, m Matcher, log *slog.Logger) *Handler {
-	return &Handler{db: db, js: js, match: m, log: log, tracer: otel.Tracer("github.com/hookline/hookline/services/fanout"),
+	h := &Handler{db: db, js: js, match: m, log: log, tracer: otel.Tracer("github.com/hookline/hookline/services/fanout"),
 		Metrics: metrics.New("hookline-fanout")}
+	if bs, ok := db.(store.BatchSender); ok {
+		h.group = store.NewGroup(bs, groupWorkers, groupStatements)
+	}
+	return h
 }
+
+// Group commit of deliveries rows: flushes in flight at once, and the most
+// events' inserts one flush sends.
+const (
+	groupWorkers    = 2
+	groupStatements = 500
+)
 
 // opTimeout bounds each database statement and each wait for publish acks.
 const opTimeout = 10 * time.Second
@@ -93,14 +109,14 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	if !ok {
 		return
 	}
-	log := h.log.With("tenant_id", ev.GetTenantId(), "event_id", ev.GetId())
+	log := h.eventLog(ev)
 	if err := h.Process(ctx, msg.Headers(), ev, seq); err != nil {
-		log.Warn("fan-out failed, will retry", "err", err)
+		log().Warn("fan-out failed, will retry", "err", err)
 		_ = msg.NakWithDelay(NakDelay())
 		return
 	}
 	if err := msg.Ack(); err != nil {
-		log.Warn("ack event", "err", err)
+		log().Warn("ack event", "err", err)
 	}
 }
 
@@ -113,7 +129,7 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg) {
 	if !ok {
 		return
 	}
-	log := h.log.With("tenant_id", ev.GetTenantId(), "event_id", ev.GetId())
+	log := h.eventLog(ev)
 	wait := 100 * time.Millisecond
 	lastAlive := time.Now()
 	for {
@@ -125,7 +141,7 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg) {
 			_ = msg.Nak()
 			return
 		}
-		log.Warn("fan-out failed, retrying in place", "err", err, "retry_in", wait.String())
+		log().Warn("fan-out failed, retrying in place", "err", err, "retry_in", wait.String())
 		if time.Since(lastAlive) > 10*time.Second {
 			_ = msg.InProgress()
 			lastAlive = time.Now()
@@ -140,8 +156,14 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg) {
 		wait = min(2*wait, 5*time.Second)
 	}
 	if err := msg.Ack(); err != nil {
-		log.Warn("ack event", "err", err)
+		log().Warn("ack event", "err", err)
 	}
+}
+
+// eventLog returns a function giving h.log with ev's ids; the ids are
+// formatted only when something is logged.
+func (h *Handler) eventLog(ev *hooklinev1.Event) func() *slog.Logger {
+	return func() *slog.Logger { return h.log.With("tenant_id", ev.GetTenantId(), "event_id", ev.GetId()) }
 }
 
 // NakDelay is how long a failed event waits before it is fanned out again:
@@ -151,8 +173,9 @@ func NakDelay() time.Duration {
 	return time.Second + rand.N(time.Second) //nolint:gosec // jitter, not security
 }
 
-// Process records and publishes ev's deliveries, in one batch whose order
-// is the endpoints', and waits for every publish acknowledgement. headers
+// Process publishes and records ev's deliveries, in one batch whose order
+// is the endpoints', and waits for every publish acknowledgement and the
+// rows' commit. headers
 // carry the event's trace context; eventSeq is ev's stream sequence (0 when
 // unknown).
 //
@@ -227,18 +250,43 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 		msgs = append(msgs, m)
 	}
 
+	// The rows and the messages are independent: both writes are
+	// idempotent, and the attempt-log writer upserts a row that is not
+	// there yet (the row's insert then changes nothing). So the publish
+	// and the insert run at the same time, and the event is acknowledged
+	// once both are done.
+	wait, err := bus.PublishAsync(h.js, msgs...)
+	if err != nil {
+		return err
+	}
 	dbctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if _, err := h.db.Exec(dbctx, insertDeliveries, dids, epids, statuses, ev.GetTenantId(), ev.GetId()); err != nil {
-		return fmt.Errorf("insert deliveries: %w", err)
-	}
+	insertErr := h.insert(dbctx, dids, epids, statuses, ev.GetTenantId(), ev.GetId())
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := bus.PublishAll(pctx, h.js, msgs...); err != nil {
+	if err := wait(pctx); err != nil {
 		return err
+	}
+	if insertErr != nil {
+		return fmt.Errorf("insert deliveries: %w", insertErr)
 	}
 	h.Metrics.DeliveriesCreated.Add(float64(len(eps)))
 	return nil
+}
+
+// insert writes an event's deliveries rows: group-committed with the rows of
+// events fanned out at the same time when the database can take batches.
+func (h *Handler) insert(ctx context.Context, args ...any) error {
+	if h.group == nil {
+		_, err := h.db.Exec(ctx, insertDeliveries, args...)
+		return err
+	}
+	b := &pgx.Batch{}
+	b.Queue(insertDeliveries, args...)
+	return h.group.Do(ctx, b, func(br pgx.BatchResults) error {
+		_, err := br.Exec()
+		return err
+	})
 }
 
 // insertDeliveries writes one row per matched endpoint in one statement. A

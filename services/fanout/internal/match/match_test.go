@@ -57,3 +57,26 @@ func TestEndpoints(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkEndpoints matches an event against ten endpoints of its tenant:
+// event-type patterns, and one CEL filter.
+func BenchmarkEndpoints(b *testing.B) {
+	eps := []*hooklinev1.Endpoint{
+		{Id: "all"},
+		{Id: "orders", EventTypes: []string{"order.*"}},
+		{Id: "deep", EventTypes: []string{"order.>"}},
+		{Id: "users", EventTypes: []string{"user.created", "user.deleted"}},
+		{Id: "big_eur", EventTypes: []string{"order.>"}, Filter: `data.amount > 100 && data.currency == "EUR"`},
+	}
+	for i := range 5 {
+		eps = append(eps, &hooklinev1.Endpoint{Id: "other" + string(rune('a'+i)), EventTypes: []string{"invoice.*", "payment.>"}})
+	}
+	m := New(tenantSource{"acme": eps}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ev := &hooklinev1.Event{TenantId: "acme", Type: "order.paid", Data: []byte(`{"amount":500,"currency":"EUR","customer":"c_42"}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if got := m.Endpoints(ev); len(got) != 4 {
+			b.Fatalf("%d endpoints", len(got))
+		}
+	}
+}

@@ -54,6 +54,12 @@ func (s *Service) tenant(r *http.Request) (string, error) {
 	if err := auth.RequireTenant(r.Context(), tenant); err != nil {
 		return "", err
 	}
+	if p := auth.From(r.Context()); !p.Admin && p.TenantID == tenant {
+		// The request's API key was just found in api_keys, whose rows are
+		// deleted with their tenant: the tenant exists, as surely as a
+		// lookup here would say.
+		return tenant, nil
+	}
 	var exists bool
 	err := s.pool.QueryRow(r.Context(), `SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)`, tenant).Scan(&exists)
 	if err != nil {
@@ -84,7 +90,8 @@ func decodeEvent(body []byte) (Input, error) {
 	if req.Type != nil {
 		in.Type = *req.Type
 	}
-	in.Data = req.Data
+	// The decoder took data as one complete JSON value.
+	in.Data, in.jsonChecked = req.Data, len(req.Data) > 0
 	if req.ID != nil {
 		if *req.ID == "" {
 			return Input{}, httpapi.Invalid(httpapi.FieldError{Field: "id", Message: "must match [A-Za-z0-9_-]{1,64}; omit it to have one generated"})

@@ -29,6 +29,7 @@ import (
 	"github.com/hookline/hookline/pkg/httpapi"
 	"github.com/hookline/hookline/pkg/ids"
 	"github.com/hookline/hookline/pkg/metrics"
+	"github.com/hookline/hookline/pkg/store"
 	"github.com/hookline/hookline/pkg/telemetry"
 	"github.com/hookline/hookline/proto/hooklinev1"
 )
@@ -40,6 +41,13 @@ const (
 	MaxBatch             = 500
 )
 
+// Group commit of event inserts: flushes in flight at once, and the most
+// statements one flush sends.
+const (
+	groupWorkers    = 2
+	groupStatements = 1000
+)
+
 // retryAfter is the Retry-After, in seconds, of a 503 answered when an event
 // cannot be made durable.
 const retryAfter = 2
@@ -47,9 +55,12 @@ const retryAfter = 2
 // Service accepts events over HTTP and NATS and relays unpublished ones.
 type Service struct {
 	pool *pgxpool.Pool
-	js   jetstream.JetStream
-	cfg  config.Config
-	log  *slog.Logger
+	// group commits the inserts and publish marks of concurrent requests
+	// together.
+	group *store.Group
+	js    jetstream.JetStream
+	cfg   config.Config
+	log   *slog.Logger
 
 	metrics *metrics.Metrics
 	tracer  trace.Tracer
@@ -74,6 +85,7 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slo
 	}
 	return &Service{
 		pool:           pool,
+		group:          store.NewGroup(pool, groupWorkers, groupStatements),
 		js:             js,
 		cfg:            cfg,
 		log:            log,
@@ -108,6 +120,10 @@ type Input struct {
 	OnlyEndpointID string
 	// Source records where the event came from: "http" (default) or "nats".
 	Source string
+
+	// jsonChecked: Data was decoded as one JSON value already (a request
+	// body), so validation need not scan it again.
+	jsonChecked bool
 }
 
 // Result is the answer to an accepted event. For a duplicate it describes
@@ -323,7 +339,7 @@ func (s *Service) validate(in Input) error {
 		errs = append(errs, httpapi.FieldError{Field: "data", Message: "is required (any JSON value)"})
 	case !utf8.Valid(in.Data):
 		errs = append(errs, httpapi.FieldError{Field: "data", Message: "must be UTF-8 encoded JSON"})
-	case !json.Valid(in.Data):
+	case !in.jsonChecked && !json.Valid(in.Data):
 		errs = append(errs, httpapi.FieldError{Field: "data", Message: "must be a JSON value"})
 	}
 	if in.ID != "" && !ids.ValidEventID(in.ID) {
@@ -491,27 +507,30 @@ func (s *Service) insertOnce(ctx context.Context, items []*item, out []outcome) 
 	}
 }
 
+// insertBatch inserts items, group-committed with the inserts of concurrent
+// requests (one round trip and one commit for all of them).
 func (s *Service) insertBatch(ctx context.Context, items []*item) error {
 	b := &pgx.Batch{}
 	for _, it := range items {
 		b.Queue(insertSQL, it.in.TenantID, it.id, it.in.Type, string(it.in.Data), it.in.OrderingKey,
 			it.in.IdempotencyKey, it.in.Source, it.acceptedAt, it.in.OnlyEndpointID)
 	}
-	br := s.pool.SendBatch(ctx, b)
-	for _, it := range items {
-		var id string
-		err := br.QueryRow().Scan(&id)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			it.inserted = false
-		case err != nil:
-			_ = br.Close()
-			return fmt.Errorf("insert event %s: %w", it.id, err)
-		default:
-			it.inserted = true
+	err := s.group.Do(ctx, b, func(br pgx.BatchResults) error {
+		for _, it := range items {
+			var id string
+			err := br.QueryRow().Scan(&id)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				it.inserted = false
+			case err != nil:
+				return fmt.Errorf("insert event %s: %w", it.id, err)
+			default:
+				it.inserted = true
+			}
 		}
-	}
-	if err := br.Close(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("insert events: %w", err)
 	}
 	return nil
@@ -571,7 +590,8 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 	return errs
 }
 
-// markPublished records that JetStream acknowledged events.
+// markPublished records that JetStream acknowledged events, group-committed
+// with concurrent requests' statements.
 func (s *Service) markPublished(ctx context.Context, events []*hooklinev1.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -581,10 +601,15 @@ func (s *Service) markPublished(ctx context.Context, events []*hooklinev1.Event)
 	for i, ev := range events {
 		tenants[i], idList[i] = ev.GetTenantId(), ev.GetId()
 	}
-	_, err := s.pool.Exec(ctx, `
+	b := &pgx.Batch{}
+	b.Queue(`
 UPDATE events e SET published = true
 FROM unnest($1::text[], $2::text[]) AS u(tenant_id, id)
 WHERE e.tenant_id = u.tenant_id AND e.id = u.id AND NOT e.published`, tenants, idList)
+	err := s.group.Do(ctx, b, func(br pgx.BatchResults) error {
+		_, err := br.Exec()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("update events: %w", err)
 	}
