@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"sort"
 	"testing"
 	"time"
 )
@@ -242,20 +243,27 @@ func TestFaultSlowEndpointIsolation(t *testing.T) {
 		}
 		return n * len(healthy), last.Sub(began)
 	}
+	// Each round's ratio is beside/alone of that round; the median of five
+	// is the figure, so that one round slowed by other work on the shared
+	// cores does not decide it.
+	const rounds = 5
+	ratios := make([]float64, 0, rounds)
 	var aloneN, besideN int
 	var aloneT, besideT time.Duration
-	for round := range 3 {
+	for round := range rounds {
 		d, took := phase(fmt.Sprintf("alone%d", round), "load.fast")
 		aloneN, aloneT = aloneN+d, aloneT+took
+		alone := float64(d) / took.Seconds()
 		d, took = phase(fmt.Sprintf("beside%d", round), "load.slow")
 		besideN, besideT = besideN+d, besideT+took
+		ratios = append(ratios, (float64(d)/took.Seconds())/alone)
 	}
-	alone, beside := float64(aloneN)/aloneT.Seconds(), float64(besideN)/besideT.Seconds()
-	ratio := beside / alone
-	t.Logf("healthy endpoints' delivery rate: %.0f/s alone, %.0f/s beside an endpoint timing out on every request: ratio %.3f (goal ≥ 0.90; %d timed-out requests)",
-		alone, beside, ratio, bad.hung.Load())
+	sort.Float64s(ratios)
+	ratio := ratios[rounds/2]
+	t.Logf("healthy endpoints' delivery rate: %.0f/s alone, %.0f/s beside an endpoint timing out on every request; per-round ratios %.3f, median %.3f (goal ≥ 0.90; %d timed-out requests)",
+		float64(aloneN)/aloneT.Seconds(), float64(besideN)/besideT.Seconds(), ratios, ratio, bad.hung.Load())
 	if ratio < 0.5 {
-		t.Errorf("a timing-out endpoint cut the healthy endpoints' rate to %.0f%%", 100*ratio)
+		t.Errorf("a timing-out endpoint cut the healthy endpoints' rate to %.0f%% (median of %d rounds)", 100*ratio, rounds)
 	}
 
 	// The bad endpoint recovers; nothing of its share is lost either.
