@@ -214,8 +214,12 @@ func (w *Writer) Write(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		outs = append(outs, o)
 	}
-	if err := Store(ctx, w.db, outs); err != nil {
+	resolved, err := store(ctx, w.db, outs)
+	if err != nil {
 		return err
+	}
+	if w.Metrics != nil && resolved > 0 {
+		w.Metrics.DeadLettersResolved.Add(float64(resolved))
 	}
 	if w.AutoDisableAfter <= 0 || w.SyncEndpoint == nil {
 		return nil
@@ -227,8 +231,14 @@ func (w *Writer) Write(ctx context.Context, msgs []jetstream.Msg) error {
 // moved forward (a later attempt wins; a succeeded or dead delivery never
 // goes back to pending), and a dead letter resolved when its replay succeeded.
 func Store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) error {
+	_, err := store(ctx, db, outs)
+	return err
+}
+
+// store is [Store], also returning how many dead letters it resolved.
+func store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) (resolvedCount int64, err error) {
 	if len(outs) == 0 {
-		return nil
+		return 0, nil
 	}
 	a := struct {
 		delivery, tenant, event, endpoint []string
@@ -304,31 +314,33 @@ func Store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) 
 
 	tx, err := db.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	// Deliveries first: the upsert locks each delivery's row until commit,
 	// so the attempts check below cannot race another writer.
 	if _, err := tx.Exec(ctx, upsertDeliveries, d.id, d.tenant, d.event, d.endpoint, d.status,
 		d.attempts, d.code, d.errs, d.delivered, d.replay); err != nil {
-		return fmt.Errorf("update deliveries: %w", err)
+		return 0, fmt.Errorf("update deliveries: %w", err)
 	}
 	if _, err := tx.Exec(ctx, insertAttempts, a.delivery, a.attempt, a.tenant, a.event, a.endpoint,
 		a.started, a.duration, a.status, a.errs, a.body, a.ok); err != nil {
-		return fmt.Errorf("insert attempts: %w", err)
+		return 0, fmt.Errorf("insert attempts: %w", err)
 	}
 	if err := storeHealth(ctx, tx, outs); err != nil {
-		return err
+		return 0, err
 	}
 	if len(resolved) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE dead_letters SET resolved_at = now() WHERE id = ANY($1) AND resolved_at IS NULL`, resolved); err != nil {
-			return fmt.Errorf("resolve dead letters: %w", err)
+		tag, err := tx.Exec(ctx, `UPDATE dead_letters SET resolved_at = now() WHERE id = ANY($1) AND resolved_at IS NULL`, resolved)
+		if err != nil {
+			return 0, fmt.Errorf("resolve dead letters: %w", err)
 		}
+		resolvedCount = tag.RowsAffected()
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit attempt log: %w", err)
+		return 0, fmt.Errorf("commit attempt log: %w", err)
 	}
-	return nil
+	return resolvedCount, nil
 }
 
 // insertAttempts records each attempt once. The primary key includes

@@ -32,8 +32,11 @@ VALUES ('dl_1', 'acme', 'dlv_0', 'evt_1', 'ep_1', 'order.created', 'exhausted', 
 	ok := hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED
 	// The success arrives first, then (redelivered, late) the failed attempt
 	// before it, twice in one batch.
-	if err := Store(ctx, pool, []*hooklinev1.AttemptOutcome{outcome(2, ok, 200, "")}); err != nil {
-		t.Fatal(err)
+	if n, err := store(ctx, pool, []*hooklinev1.AttemptOutcome{outcome(2, ok, 200, "")}); err != nil || n != 1 {
+		t.Fatalf("store = %d resolved, %v; want 1 (the replay's success resolves dl_1)", n, err)
+	}
+	if n, err := store(ctx, pool, []*hooklinev1.AttemptOutcome{outcome(2, ok, 200, "")}); err != nil || n != 0 {
+		t.Fatalf("the same success again resolved %d dead letters (%v); want 0", n, err)
 	}
 	if err := Store(ctx, pool, []*hooklinev1.AttemptOutcome{outcome(1, pending, 500, "status 500"), outcome(1, pending, 500, "status 500")}); err != nil {
 		t.Fatal(err)
