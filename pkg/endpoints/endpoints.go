@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -193,4 +194,35 @@ func (c *Cache) Get(ctx context.Context, id string) (*hooklinev1.Endpoint, error
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.byID[id], nil
+}
+
+// Keep runs [Cache.Run] until ctx ends, restarting the watch (after a
+// second, logged) whenever it stops on its own.
+func (c *Cache) Keep(ctx context.Context) {
+	for {
+		err := c.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Error("endpoint cache stopped, restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// WaitSynced waits until the initial load finished or ctx ends.
+func (c *Cache) WaitSynced(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !c.Synced() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for endpoint cache: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }

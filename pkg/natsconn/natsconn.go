@@ -92,3 +92,23 @@ func notify(ch chan struct{}) {
 	default:
 	}
 }
+
+// Drain drains nc (pending publishes flushed, subscriptions ended) and waits
+// until it is closed or ctx ends, then closes it regardless.
+func Drain(ctx context.Context, nc *nats.Conn) error {
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain: %w", err)
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsClosed() {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return fmt.Errorf("drain: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/bus"
@@ -82,8 +81,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	health.Check("endpoints_synced", cache.Synced)
 	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopCache()
-	go runCache(cacheCtx, cache, log)
-	if err := waitSynced(ctx, cache); err != nil {
+	go cache.Keep(cacheCtx)
+	if err := cache.WaitSynced(ctx); err != nil {
 		return startErr(ctx, err)
 	}
 	cons, err := bus.EnsureConsumer(ctx, js, bus.StreamEvents, bus.Consumer(bus.ConsumerFanout, ackWait, maxAckPending))
@@ -149,7 +148,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	stopCache()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := drain(dctx, nc); err != nil {
+	if err := natsconn.Drain(dctx, nc); err != nil {
 		log.Warn("drain NATS connection", "err", err)
 	}
 	log.Info("fan-out stopped")
@@ -181,52 +180,4 @@ func startErr(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
-}
-
-func runCache(ctx context.Context, c *endpoints.Cache, log *slog.Logger) {
-	for {
-		err := c.Run(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		log.Error("endpoint cache stopped, restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func waitSynced(ctx context.Context, c *endpoints.Cache) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for !c.Synced() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for endpoint cache: %w", ctx.Err())
-		case <-t.C:
-		}
-	}
-	return nil
-}
-
-// drain drains nc (pending publishes flushed, subscriptions ended) and waits
-// until it is closed or ctx ends.
-func drain(ctx context.Context, nc *nats.Conn) error {
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-		return fmt.Errorf("drain: %w", err)
-	}
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for !nc.IsClosed() {
-		select {
-		case <-ctx.Done():
-			nc.Close()
-			return fmt.Errorf("drain: %w", ctx.Err())
-		case <-t.C:
-		}
-	}
-	return nil
 }
