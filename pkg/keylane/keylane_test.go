@@ -58,13 +58,17 @@ func TestLanesOrderAgainstRedeliveryOrder(t *testing.T) {
 			}
 		}
 	}
-	batch, err := c.FetchNoWait(subjects * per)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Fetch until all are in hand: right after the publishes the consumer
+	// may not offer every message yet, above all on a loaded machine.
 	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
+	for deadline := time.Now().Add(10 * time.Second); len(msgs) < subjects*per && time.Now().Before(deadline); {
+		batch, err := c.Fetch(subjects*per-len(msgs), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
 	}
 	if len(msgs) != subjects*per {
 		t.Fatalf("fetched %d", len(msgs))

@@ -38,11 +38,18 @@ func TestHandlerExposesMetricsAndConsumerBacklog(t *testing.T) {
 	}
 	m := New("hookline-test")
 	m.EventsAccepted.WithLabelValues("http").Add(2)
-	m.sample(ctx, js, ConsumerRef{bus.StreamEvents, bus.ConsumerFanout}, slog.New(slog.DiscardHandler))
-
-	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body, _ := io.ReadAll(rec.Body)
+	// Sample until the backlog shows: the consumer's count may trail the
+	// publish acknowledgements for a moment on a loaded machine.
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		m.sample(ctx, js, ConsumerRef{bus.StreamEvents, bus.ConsumerFanout}, slog.New(slog.DiscardHandler))
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		body, _ = io.ReadAll(rec.Body)
+		if strings.Contains(string(body), `stream="HOOKLINE_EVENTS"} 3`) {
+			break
+		}
+	}
 	for _, want := range []string{
 		`hookline_events_accepted_total{service="hookline-test",source="http"} 2`,
 		`hookline_consumer_pending_messages{consumer="fanout",service="hookline-test",stream="HOOKLINE_EVENTS"} 3`,
