@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -73,8 +74,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	events := fs.Int64("events", 0, "send exactly this many events per scenario instead of running for a duration")
 	window := fs.Int64("window", 0, "most deliveries outstanding at max rate (default 5000)")
 	commit := fs.String("commit", "", "the code measured, shown in the report (default: git describe)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (embedded NATS, load generator, receiver) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("create CPU profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *commit == "" {
 		*commit = describe()
