@@ -259,12 +259,12 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	if err != nil {
 		return err
 	}
-	dbctx, cancel := context.WithTimeout(ctx, opTimeout)
+	// One deadline bounds both waits: a timer per context is a measurable
+	// share of the fan-out's CPU at full load.
+	opctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	insertErr := h.insert(dbctx, dids, epids, statuses, ev.GetTenantId(), ev.GetId())
-	pctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	if err := wait(pctx); err != nil {
+	insertErr := h.insert(opctx, dids, epids, statuses, ev.GetTenantId(), ev.GetId())
+	if err := wait(opctx); err != nil {
 		return err
 	}
 	if insertErr != nil {
