@@ -3,28 +3,67 @@ package harness
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Ceilings are the machine's limits measured in the same run.
+// Ceilings are the machine's limits measured in the same run. Each runs
+// inside this process (embedded NATS server, load generator, receiver), so
+// its CPU cost per operation is this process's CPU time over the operations.
 type Ceilings struct {
 	HTTP       float64 // load generator straight to the receiver, requests/s
 	JSPublish  float64 // JetStream async publish of 1 KiB messages, msgs/s
 	JSConsume  float64 // JetStream pull consume and ack of 1 KiB messages, msgs/s
 	HTTPErrors int64
+
+	// CPU seconds per operation: one HTTP exchange (both sides), one
+	// publish (client and server), one consume and ack (server and client).
+	HTTPCPU, JSPublishCPU, JSConsumeCPU float64
+}
+
+// hopsPerDelivery is the JetStream traffic of one delivery at fan-out 1:
+// the event (HOOKLINE_EVENTS), the delivery (HOOKLINE_DELIVERIES) and the
+// attempt outcome (HOOKLINE_ATTEMPTS) are each published once and consumed
+// and acknowledged once.
+const hopsPerDelivery = 3
+
+// FloorCPU is the CPU seconds one delivery at fan-out 1 costs in transport
+// alone (one HTTP exchange and hopsPerDelivery JetStream publishes and
+// consumes, at the cost measured in the ceilings), before any work of
+// Hookline's own: no validation, no PostgreSQL, no signing. Zero when a
+// ceiling was not measured.
+func (c Ceilings) FloorCPU() float64 {
+	if c.HTTPCPU <= 0 || c.JSPublishCPU <= 0 || c.JSConsumeCPU <= 0 {
+		return 0
+	}
+	return c.HTTPCPU + hopsPerDelivery*(c.JSPublishCPU+c.JSConsumeCPU)
+}
+
+// selfCPU is this process's CPU time in seconds (user + system).
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
 }
 
 const ceilingSenders = 32
 
 // httpCeiling posts 1 KiB events straight to the receiver for d.
-func httpCeiling(ctx context.Context, recv *receiver, d time.Duration) (float64, int64) {
+// It returns requests/s, the errors and the CPU seconds per request.
+func httpCeiling(ctx context.Context, recv *receiver, d time.Duration) (float64, int64, float64) {
 	t := newTracker(-1, 1, 1<<16)
 	recv.track(t)
 	defer recv.track(nil)
@@ -33,7 +72,7 @@ func httpCeiling(ctx context.Context, recv *receiver, d time.Duration) (float64,
 	url := recv.healthyURL(0)
 	var seq, errs atomic.Int64
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPU()
 	for range ceilingSenders {
 		wg.Go(func() {
 			var body []byte
@@ -60,35 +99,48 @@ func httpCeiling(ctx context.Context, recv *receiver, d time.Duration) (float64,
 		})
 	}
 	wg.Wait()
+	cpu := selfCPU() - cpu0
 	_, last, _ := t.snapshot()
 	elapsed := last.Sub(start)
-	if elapsed <= 0 {
-		return 0, errs.Load()
+	n := t.unique.Load()
+	if elapsed <= 0 || n == 0 {
+		return 0, errs.Load(), 0
 	}
-	return float64(t.unique.Load()) / elapsed.Seconds(), errs.Load()
+	return float64(n) / elapsed.Seconds(), errs.Load(), cpu / float64(n)
 }
 
 // jetStreamCeiling publishes 1 KiB messages asynchronously to a file-backed
-// stream for d, then consumes and acks all of them with a pull consumer.
-func jetStreamCeiling(ctx context.Context, js jetstream.JetStream, d time.Duration) (pub, cons float64, err error) {
+// work-queue stream for d, each with a Nats-Msg-Id as Hookline's are, then
+// consumes and acks all of them with a pull consumer (an ack removes the
+// message, as in Hookline's streams). It returns the rates into c.
+func jetStreamCeiling(ctx context.Context, js jetstream.JetStream, d time.Duration, c *Ceilings) error {
 	const name = "BENCH_CEILING"
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:     name,
-		Subjects: []string{"bench.ceiling.>"},
-		Storage:  jetstream.FileStorage,
+		Name:      name,
+		Subjects:  []string{"bench.ceiling.>"},
+		Storage:   jetstream.FileStorage,
+		Retention: jetstream.WorkQueuePolicy,
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("create ceiling stream: %w", err)
+		return fmt.Errorf("create ceiling stream: %w", err)
 	}
 	defer func() { _ = js.DeleteStream(context.WithoutCancel(ctx), name) }()
 
 	data := appendEventData(nil, -1, 0, 0)
 	var n int64
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPU()
 	for time.Since(start) < d && ctx.Err() == nil {
 		for range 256 {
-			if _, err := js.PublishAsync("bench.ceiling.x", data); err != nil {
-				return 0, 0, fmt.Errorf("publish: %w", err)
+			m := &nats.Msg{Subject: "bench.ceiling.x", Header: nats.Header{}, Data: data}
+			m.Header.Set(jetstream.MsgIDHeader, "ceiling:"+strconv.FormatInt(n, 10))
+			_, err := js.PublishMsgAsync(m)
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				// Too far ahead of the server: let it catch up.
+				<-js.PublishAsyncComplete()
+				_, err = js.PublishMsgAsync(m)
+			}
+			if err != nil {
+				return fmt.Errorf("publish: %w", err)
 			}
 			n++
 		}
@@ -96,43 +148,47 @@ func jetStreamCeiling(ctx context.Context, js jetstream.JetStream, d time.Durati
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-time.After(time.Minute):
-		return 0, 0, fmt.Errorf("publish acks did not complete within a minute")
+		return fmt.Errorf("publish acks did not complete within a minute")
 	}
-	pub = float64(n) / time.Since(start).Seconds()
+	c.JSPublish = float64(n) / time.Since(start).Seconds()
+	c.JSPublishCPU = (selfCPU() - cpu0) / float64(n)
 	info, err := st.Info(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("ceiling stream info: %w", err)
+		return fmt.Errorf("ceiling stream info: %w", err)
 	}
 	stored := int64(info.State.Msgs)
 
-	c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       "bench",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		MaxAckPending: 10000,
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("create ceiling consumer: %w", err)
+		return fmt.Errorf("create ceiling consumer: %w", err)
 	}
 	var got atomic.Int64
 	finished := make(chan struct{})
-	start = time.Now()
-	cc, err := c.Consume(func(m jetstream.Msg) {
+	start, cpu0 = time.Now(), selfCPU()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
 		_ = m.Ack()
 		if got.Add(1) == stored {
 			close(finished)
 		}
 	}, jetstream.PullMaxMessages(1000))
 	if err != nil {
-		return 0, 0, fmt.Errorf("consume: %w", err)
+		return fmt.Errorf("consume: %w", err)
 	}
 	defer cc.Stop()
 	select {
 	case <-finished:
 	case <-time.After(2 * time.Minute):
-		return pub, 0, fmt.Errorf("consumed %d of %d within 2 minutes", got.Load(), stored)
+		return fmt.Errorf("consumed %d of %d within 2 minutes", got.Load(), stored)
 	case <-ctx.Done():
-		return pub, 0, ctx.Err()
+		return ctx.Err()
 	}
-	cons = float64(stored) / time.Since(start).Seconds()
-	return pub, cons, nil
+	c.JSConsume = float64(stored) / time.Since(start).Seconds()
+	if stored > 0 {
+		c.JSConsumeCPU = (selfCPU() - cpu0) / float64(stored)
+	}
+	return nil
 }

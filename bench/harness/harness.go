@@ -150,13 +150,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	defer recv.close()
 
 	logf("ceilings: load generator → receiver, JetStream publish and consume (%s each)", o.CeilingDuration)
-	rep.Ceilings.HTTP, rep.Ceilings.HTTPErrors = httpCeiling(ctx, recv, o.CeilingDuration)
-	pubJS, consJS, err := jetStreamCeiling(ctx, js, o.CeilingDuration)
-	if err != nil {
+	rep.Ceilings.HTTP, rep.Ceilings.HTTPErrors, rep.Ceilings.HTTPCPU = httpCeiling(ctx, recv, o.CeilingDuration)
+	if err := jetStreamCeiling(ctx, js, o.CeilingDuration, &rep.Ceilings); err != nil {
 		return nil, err
 	}
-	rep.Ceilings.JSPublish, rep.Ceilings.JSConsume = pubJS, consJS
-	logf("  HTTP %.0f req/s, JetStream publish %.0f msg/s, consume+ack %.0f msg/s", rep.Ceilings.HTTP, pubJS, consJS)
+	logf("  HTTP %.0f req/s, JetStream publish %.0f msg/s, consume+ack %.0f msg/s", rep.Ceilings.HTTP, rep.Ceilings.JSPublish, rep.Ceilings.JSConsume)
 
 	logf("starting the pipeline from %s", o.BinDir)
 	p, err := startPipeline(ctx, o.BinDir, logDir, pipelineEnv(ns.ClientURL(), db.url))

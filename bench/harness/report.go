@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,12 @@ func format(rep *Report) string {
 	c := rep.Ceilings
 	fmt.Fprintf(&b, "ceilings:   load generator → receiver %s req/s; JetStream 1 KiB publish %s msg/s, consume+ack %s msg/s\n",
 		thousands(c.HTTP), thousands(c.JSPublish), thousands(c.JSConsume))
+	if f := c.FloorCPU(); f > 0 {
+		fmt.Fprintf(&b, "floor:      transport alone costs %s CPU per delivery at fan-out 1 (HTTP exchange %s + %d × (publish %s + consume+ack %s)),\n"+
+			"            so no design with this topology passes %s deliveries/s on %d cores, before any validation, PostgreSQL or signing\n",
+			micros(f), micros(c.HTTPCPU), hopsPerDelivery, micros(c.JSPublishCPU), micros(c.JSConsumeCPU),
+			thousands(float64(runtime.NumCPU())/f), runtime.NumCPU())
+	}
 	b.WriteString("events:     1 KiB of data each; latency is from send (the scheduled time at a fixed rate) to arrival at the receiver\n")
 
 	rounds := 1
@@ -119,6 +126,10 @@ func targets(rep *Report) [][]string {
 	}
 	if r, ok := by["batch"]; ok {
 		rows = append(rows, []string{"max rate, fan-out 1: >= 10,000 events/s", thousands(r.EventsPerSec) + " events/s", check(r.EventsPerSec >= 10_000)})
+		if f := rep.Ceilings.FloorCPU(); f > 0 {
+			floor := float64(runtime.NumCPU()) / f
+			rows = append(rows, []string{"max rate, fan-out 1, share of the transport floor", pct(r.EventsPerSec, floor) + " of " + thousands(floor) + " events/s", ""})
+		}
 	}
 	if r, ok := by["nats"]; ok && rep.Ceilings.JSPublish > 0 {
 		rows = append(rows, []string{"max rate over NATS (share of JetStream publish ceiling)", thousands(r.EventsPerSec) + " events/s = " + pct(r.EventsPerSec, rep.Ceilings.JSPublish), ""})
@@ -265,3 +276,6 @@ func fmtDur(d time.Duration) string {
 		return strconv.FormatFloat(ms/1000, 'f', 2, 64) + "s"
 	}
 }
+
+// micros formats seconds as microseconds.
+func micros(s float64) string { return fmt.Sprintf("%.0f µs", s*1e6) }
