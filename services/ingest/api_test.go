@@ -75,7 +75,7 @@ func setup(t testing.TB, mutate func(*config.Config)) *bundle {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ev := events.New(pool, js, cfg, log)
-	handler, patterns := newHandler(cfg, pool, kv, ev, log)
+	handler, patterns := newHandler(cfg, pool, kv, ev, nil, log)
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
 
@@ -402,6 +402,13 @@ func TestAPIKeys(t *testing.T) {
 		if r.body["data"].([]any)[0].(map[string]any)["revoked_at"] == nil {
 			t.Fatal("revoked_at not set")
 		}
+	})
+	t.Run("deleting the tenant revokes its keys at once", func(t *testing.T) {
+		b.tenant(t, "gone")
+		_, token := b.key(t, "gone")
+		b.must(t, http.StatusOK, "GET", "/v1/tenants/gone/endpoints", token, nil) // remembered now
+		b.must(t, http.StatusNoContent, "DELETE", "/v1/tenants/gone", adminToken, nil)
+		isProblem(t, b.do(t, "GET", "/v1/tenants/gone/endpoints", token, nil), http.StatusUnauthorized)
 	})
 	t.Run("revoking an unknown key is 404", func(t *testing.T) {
 		isProblem(t, b.do(t, "DELETE", "/v1/tenants/acme/api-keys/key_nope", adminToken, nil), http.StatusNotFound)

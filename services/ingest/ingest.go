@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -100,7 +101,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	ev := events.New(pool, js, cfg, log)
 	ev.SetMetrics(m)
-	handler := NewHandler(cfg, pool, kv, ev, log)
+	handler, _ := newHandler(cfg, pool, kv, ev, nc, log)
 
 	var ln net.Listener
 	if cfg.HTTPAddr != "" {
@@ -172,6 +173,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	cancelWork(nil)
 	wg.Wait()
+	if err := ev.Flush(shutdownCtx); err != nil {
+		log.Warn("outbox rows left for the relay", "err", err)
+	}
 	if err := nc.Drain(); err != nil {
 		log.Warn("NATS drain", "err", err)
 	}
@@ -216,13 +220,22 @@ func resyncLoop(ctx context.Context, pool *pgxpool.Pool, kv jetstream.KeyValue, 
 // routes on one mux, behind authentication and a body size limit. Unknown
 // routes and wrong methods answer problem+json. GET /v1/openapi.json needs
 // no token.
+//
+// Verified API keys are cached for [apiKeyCacheTTL]; a revocation through
+// this handler drops the cache at once. Run also passes its NATS connection,
+// so that a revocation on one replica drops every replica's cache.
 func NewHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev *events.Service, log *slog.Logger) http.Handler {
-	h, _ := newHandler(cfg, pool, kv, ev, log)
+	h, _ := newHandler(cfg, pool, kv, ev, nil, log)
 	return h
 }
 
+// apiKeyCacheTTL is how long a verified API key is trusted without a lookup:
+// the longest a replica that missed a revocation notice (it was cut off from
+// NATS at that moment) still accepts a revoked key.
+const apiKeyCacheTTL = time.Second
+
 // newHandler is NewHandler, also returning every pattern it registered.
-func newHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev *events.Service, log *slog.Logger) (http.Handler, []string) {
+func newHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev *events.Service, nc *nats.Conn, log *slog.Logger) (http.Handler, []string) {
 	mux := &recordingMux{ServeMux: http.NewServeMux()}
 	test := func(ctx context.Context, tenant, endpointID string, data []byte) (string, error) {
 		res, err := ev.Accept(ctx, events.Input{
@@ -233,7 +246,21 @@ func newHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev
 		})
 		return res.ID, err
 	}
-	controlplane.New(pool, kv, cfg, test, log).Register(mux)
+	authn := auth.New(cfg.AdminToken, pool).CacheFor(apiKeyCacheTTL)
+	var notifier auth.Notifier
+	if nc != nil {
+		notifier = nc
+		if _, err := authn.ForgetOnNotice(nc); err != nil {
+			log.Warn("API key revocations on other replicas take effect after the cache's TTL", "err", err, "ttl", apiKeyCacheTTL.String())
+		}
+	}
+	cp := controlplane.New(pool, kv, cfg, test, log)
+	cp.OnRevoke(func() {
+		if err := authn.Revoked(notifier); err != nil {
+			log.Warn("other replicas forget the revoked keys after the cache's TTL", "err", err, "ttl", apiKeyCacheTTL.String())
+		}
+	})
+	cp.Register(mux)
 	ev.Register(mux)
 	sources.New(pool, cfg, ev, log).Register(mux)
 	doc := openapi.JSON()
@@ -243,7 +270,7 @@ func newHandler(cfg config.Config, pool *pgxpool.Pool, kv jetstream.KeyValue, ev
 		_, _ = w.Write(doc)
 	}))
 	var h http.Handler = problemRoutes(mux.ServeMux)
-	h = publicDocument(auth.New(cfg.AdminToken, pool).Middleware(h), h)
+	h = publicDocument(authn.Middleware(h), h)
 	return traced(limitBody(h, maxRequestBytes(cfg))), mux.patterns
 }
 

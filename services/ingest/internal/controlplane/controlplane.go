@@ -35,11 +35,20 @@ type API struct {
 	log  *slog.Logger
 	test TestSender
 	keys *secretbox.Keyring // nil: secrets stored in clear
+	// revoked is called once API keys stopped being valid (a key revoked,
+	// a tenant deleted), so that cached authentications are dropped.
+	revoked func()
 }
 
 // New returns the control-plane API over pool, syncing endpoints to kv.
 func New(pool *pgxpool.Pool, kv jetstream.KeyValue, cfg config.Config, test TestSender, log *slog.Logger) *API {
-	return &API{pool: pool, kv: kv, cfg: cfg, log: log, test: test, keys: cfg.EncryptionKeys}
+	return &API{pool: pool, kv: kv, cfg: cfg, log: log, test: test, keys: cfg.EncryptionKeys, revoked: func() {}}
+}
+
+// OnRevoke makes the API call f after it revoked an API key or deleted a
+// tenant (and its keys).
+func (a *API) OnRevoke(f func()) {
+	a.revoked = f
 }
 
 // maxBody bounds a control-plane request body.

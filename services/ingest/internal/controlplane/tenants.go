@@ -166,6 +166,7 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := tx.Commit(ctx); err != nil {
 		return dbError("commit", err)
 	}
+	a.revoked()
 	for _, ep := range eps {
 		a.sync(ctx, ep) // the row is gone with the tenant: a tombstone
 	}
@@ -263,7 +264,9 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// revokeKey revokes at once: authentication reads revoked_at on every request.
+// revokeKey revokes at once: this replica drops its cached authentications
+// and tells the others to drop theirs (a replica that misses the notice
+// trusts the key at most for the cache's TTL).
 func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) error {
 	tenant, err := a.keyScope(r)
 	if err != nil {
@@ -279,6 +282,7 @@ func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) error {
 	if tag.RowsAffected() == 0 {
 		return httpapi.NotFound("API key " + id)
 	}
+	a.revoked()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

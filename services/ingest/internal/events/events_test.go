@@ -188,6 +188,10 @@ func (b *bundle) count(t testing.TB, query string, args ...any) int {
 	return n
 }
 
+// inOutbox holds for an events row whose outbox row is still there: the
+// event waits for JetStream's acknowledgement.
+const inOutbox = `EXISTS (SELECT 1 FROM event_outbox o WHERE o.tenant_id = events.tenant_id AND o.id = events.id)`
+
 // eventually polls cond until it holds or 10 s pass.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
@@ -234,7 +238,10 @@ func TestCreateEvent(t *testing.T) {
 		!ev.GetAcceptedAt().AsTime().Equal(acceptedAt) {
 		t.Errorf("event message %v", ev)
 	}
-	if n := b.count(t, `SELECT count(*) FROM events WHERE tenant_id = 'acme' AND id = $1 AND published AND source = 'http'`, id); n != 1 {
+	if err := b.svc.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.count(t, `SELECT count(*) FROM events WHERE tenant_id = 'acme' AND id = $1 AND source = 'http' AND NOT `+inOutbox, id); n != 1 {
 		t.Errorf("published rows %d, want 1", n)
 	}
 }
@@ -502,6 +509,20 @@ func TestBatch(t *testing.T) {
 		last[ev.GetOrderingKey()] = ev.GetId()
 	}
 
+	// A value the event store refuses (here, data that skipped the JSON
+	// check) fails alone; the others of its statement are stored.
+	outs := b.svc.acceptAll(t.Context(), []Input{
+		{TenantID: tenantID, ID: "d-1", Type: "a", Data: []byte(`1`)},
+		{TenantID: tenantID, ID: "d-2", Type: "a", Data: []byte(`{`), jsonChecked: true},
+		{TenantID: tenantID, ID: "d-3", Type: "a", Data: []byte(`3`)},
+	})
+	if outs[0].err != nil || outs[2].err != nil || outs[0].res.ID != "d-1" || outs[2].res.ID != "d-3" {
+		t.Errorf("good events of a statement with a refused one: %+v", outs)
+	}
+	if p := problem(outs[1].err); p == nil || p.Status != 422 {
+		t.Errorf("refused event: %v", outs[1].err)
+	}
+
 	for _, tc := range []struct{ name, body string }{
 		{"missing events", `{}`},
 		{"too many", `{"events":[` + strings.TrimSuffix(strings.Repeat(`{"type":"a","data":1},`, MaxBatch+1), ",") + `]}`},
@@ -693,7 +714,7 @@ func TestIntake(t *testing.T) {
 	}
 	pub("hookline.publish.acme.order.created", "nats-1", "cust-7", []byte(`{"total":10}`))
 	eventually(t, "event row", func() bool {
-		return b.count(t, `SELECT count(*) FROM events WHERE id = 'nats-1' AND published AND source = 'nats'`) == 1
+		return b.count(t, `SELECT count(*) FROM events WHERE id = 'nats-1' AND source = 'nats' AND NOT `+inOutbox) == 1
 	})
 	msgs := b.eventMsgs(t)
 	if len(msgs) != 1 {
@@ -799,15 +820,35 @@ func TestRelay(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	// A crash between INSERT and publish left this row.
+	// A crash between INSERT and publish left these rows.
 	if _, err := b.pool.Exec(ctx, `
-INSERT INTO events (tenant_id, id, type, data, ordering_key, accepted_at, only_endpoint_id)
-VALUES ('acme', 'lost-1', 'order.created', '{"x":1}', 'k', now() - interval '1 minute', 'ep_9')`); err != nil {
+WITH e AS (
+    INSERT INTO events (tenant_id, id, type, data, ordering_key, accepted_at, only_endpoint_id)
+    VALUES ('acme', 'lost-1', 'order.created', '{"x":1}', 'k', now() - interval '1 minute', 'ep_9')
+    RETURNING tenant_id, id, accepted_at
+)
+INSERT INTO event_outbox (tenant_id, id, accepted_at) SELECT * FROM e`); err != nil {
 		t.Fatal(err)
 	}
 	// A fresh unpublished row is left to the request that is publishing it.
 	if _, err := b.pool.Exec(ctx, `
-INSERT INTO events (tenant_id, id, type, data, accepted_at) VALUES ('acme', 'fresh', 'a', '1', now())`); err != nil {
+WITH e AS (
+    INSERT INTO events (tenant_id, id, type, data, accepted_at) VALUES ('acme', 'fresh', 'a', '1', now())
+    RETURNING tenant_id, id, accepted_at
+)
+INSERT INTO event_outbox (tenant_id, id, accepted_at) SELECT * FROM e`); err != nil {
+		t.Fatal(err)
+	}
+	// The event of this outbox row is gone (its tenant was deleted).
+	if _, err := b.pool.Exec(ctx, `
+INSERT INTO event_outbox (tenant_id, id, accepted_at) VALUES ('gone', 'orphan', now() - interval '1 minute')`); err != nil {
+		t.Fatal(err)
+	}
+	// An ingest older than the outbox (a rolling upgrade) left this row
+	// unpublished, with no outbox row.
+	if _, err := b.pool.Exec(ctx, `
+INSERT INTO events (tenant_id, id, type, data, accepted_at, published)
+VALUES ('acme', 'legacy-1', 'order.created', '{"y":2}', now() - interval '1 minute', false)`); err != nil {
 		t.Fatal(err)
 	}
 	b.svc.relayEvery = 50 * time.Millisecond
@@ -815,22 +856,68 @@ INSERT INTO events (tenant_id, id, type, data, accepted_at) VALUES ('acme', 'fre
 	done := make(chan error, 1)
 	go func() { done <- b.svc.RunRelay(rctx) }()
 	eventually(t, "relay", func() bool {
-		return b.count(t, `SELECT count(*) FROM events WHERE id = 'lost-1' AND published`) == 1
+		return b.count(t, `SELECT count(*) FROM events WHERE id = 'lost-1' AND NOT `+inOutbox) == 1 &&
+			b.count(t, `SELECT count(*) FROM events WHERE id = 'legacy-1' AND published AND NOT `+inOutbox) == 1 &&
+			b.count(t, `SELECT count(*) FROM event_outbox WHERE id = 'orphan'`) == 0
 	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("RunRelay: %v", err)
 	}
 	msgs := b.eventMsgs(t)
-	if len(msgs) != 1 {
-		t.Fatalf("%d messages, want 1", len(msgs))
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages, want 2", len(msgs))
 	}
-	ev := decodeEventMsg(t, msgs[0])
-	if ev.GetId() != "lost-1" || ev.GetOnlyEndpointId() != "ep_9" || string(ev.GetData()) != `{"x":1}` || msgs[0].Subject != bus.EventSubject(tenantID, "k") {
-		t.Errorf("relayed %v on %s", ev, msgs[0].Subject)
+	relayed := map[string]bool{}
+	for _, m := range msgs {
+		ev := decodeEventMsg(t, m)
+		relayed[ev.GetId()] = true
+		if ev.GetId() == "lost-1" && (ev.GetOnlyEndpointId() != "ep_9" || string(ev.GetData()) != `{"x":1}` || m.Subject != bus.EventSubject(tenantID, "k")) {
+			t.Errorf("relayed %v on %s", ev, m.Subject)
+		}
+		if ev.GetId() == "legacy-1" && string(ev.GetData()) != `{"y":2}` {
+			t.Errorf("relayed %v", ev)
+		}
 	}
-	if n := b.count(t, `SELECT count(*) FROM events WHERE id = 'fresh' AND NOT published`); n != 1 {
+	if !relayed["lost-1"] || !relayed["legacy-1"] {
+		t.Errorf("relayed %v, want lost-1 and legacy-1", relayed)
+	}
+	if n := b.count(t, `SELECT count(*) FROM events WHERE id = 'fresh' AND `+inOutbox); n != 1 {
 		t.Error("the fresh row was relayed")
+	}
+}
+
+// Concurrent single events are inserted together; one the event store
+// refuses fails alone.
+func TestConcurrentSingles(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 40
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			in := Input{TenantID: tenantID, ID: fmt.Sprintf("s-%02d", i), Type: "a", Data: []byte(`{"i":1}`)}
+			if i == 7 {
+				in.Data, in.jsonChecked = []byte(`{`), true // skipped the JSON check
+			}
+			_, errs[i] = b.svc.Accept(t.Context(), in)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 7 {
+			if p := problem(err); p == nil || p.Status != 422 {
+				t.Errorf("refused event: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("event %d: %v", i, err)
+		}
+	}
+	if got := b.count(t, `SELECT count(*) FROM events WHERE id LIKE 's-%'`); got != n-1 {
+		t.Errorf("%d events stored, want %d", got, n-1)
 	}
 }
 
@@ -847,7 +934,7 @@ func TestUnavailableWithoutNATS(t *testing.T) {
 		t.Errorf("content type %q", ct)
 	}
 	// The row waits for the relay or a retry.
-	if n := b.count(t, `SELECT count(*) FROM events WHERE id = 'retry-me' AND NOT published`); n != 1 {
+	if n := b.count(t, `SELECT count(*) FROM events WHERE id = 'retry-me' AND `+inOutbox); n != 1 {
 		t.Errorf("%d unpublished rows", n)
 	}
 	batch := b.do(t, http.MethodPost, "/v1/tenants/acme/events/batch", b.token, `{"events":[{"type":"a","data":1}]}`)

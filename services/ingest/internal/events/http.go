@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -80,8 +81,19 @@ type eventRequest struct {
 }
 
 // decodeEvent strictly decodes one event request into an Input without its
-// tenant. Field validation is [Service.Accept]'s.
-func decodeEvent(body []byte) (Input, error) {
+// tenant. Field validation is [Service.Accept]'s. valid says body is known
+// to be valid JSON.
+func decodeEvent(body []byte, valid bool) (Input, error) {
+	if valid || validJSON(body) {
+		if in, ok := fastEvent(body); ok {
+			return in, nil
+		}
+	}
+	return strictEvent(body)
+}
+
+// strictEvent is decodeEvent with encoding/json.
+func strictEvent(body []byte) (Input, error) {
 	var req eventRequest
 	if err := httpapi.DecodeJSON(body, &req); err != nil {
 		return Input{}, err
@@ -104,6 +116,20 @@ func decodeEvent(body []byte) (Input, error) {
 	return in, nil
 }
 
+// readBody is httpapi.ReadBody reading a body of announced length into one
+// buffer of that size, instead of a growing one.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	n := r.ContentLength
+	if n <= 0 || n > limit {
+		return httpapi.ReadBody(r, limit)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r.Body, body); err != nil {
+		return nil, httpapi.BadRequest("reading the request body: " + err.Error())
+	}
+	return body, nil
+}
+
 type acceptedJSON struct {
 	ID         string `json:"id"`
 	Type       string `json:"type"`
@@ -120,11 +146,11 @@ func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, err := httpapi.ReadBody(r, s.cfg.MaxEventBytes+envelopeBytes)
+	body, err := readBody(r, s.cfg.MaxEventBytes+envelopeBytes)
 	if err != nil {
 		return err
 	}
-	in, err := decodeEvent(body)
+	in, err := decodeEvent(body, false)
 	if err != nil {
 		return err
 	}
@@ -158,14 +184,25 @@ func (s *Service) handleBatch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	limit := max(10*s.cfg.MaxEventBytes, 16<<20) + envelopeBytes
-	body, err := httpapi.ReadBody(r, limit)
+	body, err := readBody(r, limit)
 	if err != nil {
 		return err
 	}
+	valid := validJSON(body)
 	var req struct {
 		Events []json.RawMessage `json:"events"`
 	}
-	if err := httpapi.DecodeJSON(body, &req); err != nil {
+	var raw [][]byte
+	ok := false
+	if valid {
+		raw, ok = fastBatch(body)
+	}
+	if ok {
+		req.Events = make([]json.RawMessage, len(raw))
+		for i, r := range raw {
+			req.Events[i] = r
+		}
+	} else if err := httpapi.DecodeJSON(body, &req); err != nil {
 		return err
 	}
 	switch {
@@ -179,7 +216,7 @@ func (s *Service) handleBatch(w http.ResponseWriter, r *http.Request) error {
 	var ins []Input
 	var at []int // at[j]: the item of ins[j]
 	for i, raw := range req.Events {
-		in, err := decodeEvent(raw)
+		in, err := decodeEvent(raw, valid)
 		if err != nil {
 			results[i] = batchItemError{Error: s.problemOf(r, err)}
 			continue

@@ -213,8 +213,9 @@ func (s *Service) lead(ctx context.Context, l *lease.Lease, setHealth func(bool)
 // messages in any order. Deleting and recreating it (DeliverAll on the
 // WorkQueue stream) restarts delivery at the oldest message nobody acked, in
 // stream order. What the previous leader had accepted but not acked comes
-// again: Accept answers it as a duplicate, and publishes it again only if it
-// was never marked published (JetStream drops the copy by its Nats-Msg-Id).
+// again: Accept answers it as a duplicate, and publishes it again only if
+// its outbox row is still there (JetStream drops the copy by its
+// Nats-Msg-Id).
 func (s *Service) consume(ctx context.Context, lost <-chan struct{}, leading func() bool, setHealth func(bool)) error {
 	// Handlers outlive ctx by up to the shutdown timeout, so they finish
 	// what they hold; they stop at once when the lease is lost.

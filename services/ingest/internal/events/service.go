@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -55,12 +56,18 @@ const retryAfter = 2
 // Service accepts events over HTTP and NATS and relays unpublished ones.
 type Service struct {
 	pool *pgxpool.Pool
-	// group commits the inserts and publish marks of concurrent requests
-	// together.
+	// group commits the inserts and outbox deletions of concurrent
+	// requests together.
 	group *store.Group
-	js    jetstream.JetStream
-	cfg   config.Config
-	log   *slog.Logger
+	// coalesceReqs are single events to insert; coalescers insert what is
+	// queued in one statement.
+	coalesceReqs  chan *insertReq
+	coalesceStart sync.Once
+	// outbox deletes the outbox rows of acknowledged events.
+	outbox *outbox
+	js     jetstream.JetStream
+	cfg    config.Config
+	log    *slog.Logger
 
 	metrics *metrics.Metrics
 	tracer  trace.Tracer
@@ -83,9 +90,12 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slo
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
 	}
+	group := store.NewGroup(pool, groupWorkers, groupStatements)
 	return &Service{
 		pool:           pool,
-		group:          store.NewGroup(pool, groupWorkers, groupStatements),
+		group:          group,
+		outbox:         newOutbox(group, log),
+		coalesceReqs:   make(chan *insertReq, 4*MaxBatch),
 		js:             js,
 		cfg:            cfg,
 		log:            log,
@@ -258,12 +268,19 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 		}
 		done = append(done, events[i])
 	}
-	if err := s.markPublished(ctx, done); err != nil {
-		// The events are durable in JetStream; the relay will publish them
-		// again and JetStream or fan-out drops the copies.
-		s.log.WarnContext(ctx, "mark events published", "err", err, "events", len(done))
-	}
+	// The answer need not wait for the outbox rows to go: the events are
+	// durable in JetStream, and a row that outlives a crash only makes the
+	// relay publish its event again (JetStream or fan-out drops the copy).
+	s.outbox.forget(done)
 	return out
+}
+
+// Flush waits until the outbox rows of the events answered so far are
+// deleted, or ctx ends. Call it on shutdown once no more requests come: a
+// row left behind makes the relay publish its event again (harmlessly, but
+// for nothing).
+func (s *Service) Flush(ctx context.Context) error {
+	return s.outbox.wait(ctx)
 }
 
 // record ends each input's span and counts its outcome: accepted,
@@ -395,14 +412,46 @@ func dbError(tenant string, err error) error {
 	return unavailable("the event store is unreachable", err)
 }
 
+// insertSQL inserts an event and its outbox row in one statement: the row
+// says the event still waits for JetStream's acknowledgement. published is
+// no longer read (event_outbox is the outbox) but is set true for the down
+// migration.
 const insertSQL = `
-INSERT INTO events (tenant_id, id, type, data, ordering_key, idempotency_key, source, accepted_at, only_endpoint_id)
-VALUES ($1, $2, $3, $4::text::json, NULLIF($5, ''), NULLIF($6, ''), $7, $8, NULLIF($9, ''))
-ON CONFLICT DO NOTHING
-RETURNING id`
+WITH e AS (
+    INSERT INTO events (tenant_id, id, type, data, ordering_key, idempotency_key, source, accepted_at, only_endpoint_id, published)
+    VALUES ($1, $2, $3, $4::text::json, NULLIF($5, ''), NULLIF($6, ''), $7, $8, NULLIF($9, ''), true)
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, id, accepted_at
+), o AS (
+    INSERT INTO event_outbox (accepted_at, tenant_id, id)
+    SELECT accepted_at, tenant_id, id FROM e
+    ON CONFLICT DO NOTHING
+)
+SELECT id FROM e`
+
+// insertManySQL is insertSQL for several events, each parameter an array
+// with an element per event. It returns the id and Idempotency-Key (” for
+// none) of each event inserted.
+const insertManySQL = `
+WITH e AS (
+    INSERT INTO events (tenant_id, id, type, data, ordering_key, idempotency_key, source, accepted_at, only_endpoint_id, published)
+    SELECT t, i, ty, d::json, NULLIF(ok, ''), NULLIF(ik, ''), src, at, NULLIF(oe, ''), true
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::text[])
+        WITH ORDINALITY AS u(t, i, ty, d, ok, ik, src, at, oe, n)
+    ORDER BY n
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, id, idempotency_key, accepted_at
+), o AS (
+    INSERT INTO event_outbox (accepted_at, tenant_id, id)
+    SELECT accepted_at, tenant_id, id FROM e
+    ON CONFLICT DO NOTHING
+)
+SELECT id, coalesce(idempotency_key, '') FROM e`
 
 const existingSQL = `
-SELECT id, type, data::text, coalesce(ordering_key, ''), coalesce(only_endpoint_id, ''), accepted_at, published
+SELECT id, type, data::text, coalesce(ordering_key, ''), coalesce(only_endpoint_id, ''), accepted_at,
+    NOT EXISTS (SELECT 1 FROM event_outbox o
+        WHERE o.accepted_at = events.accepted_at AND o.tenant_id = events.tenant_id AND o.id = events.id)
 FROM events
 WHERE tenant_id = $1 AND (id = $2 OR idempotency_key = NULLIF($3, ''))
 ORDER BY (idempotency_key IS NOT DISTINCT FROM NULLIF($3, '')) DESC
@@ -459,11 +508,16 @@ WHERE tenant_id = $1 AND idempotency_key = $2 AND accepted_at < $3`,
 // is one implicit transaction), so on a refused value it retries item by
 // item, letting the bad one fail alone.
 func (s *Service) insertOnce(ctx context.Context, items []*item, out []outcome) {
-	err := s.insertBatch(ctx, items)
+	var err error
+	if len(items) == 1 {
+		err = s.insertOne(ctx, items[0])
+	} else {
+		err = s.insertBatch(ctx, items)
+	}
 	var pgErr *pgconn.PgError
 	if err != nil && len(items) > 1 && errors.As(err, &pgErr) {
 		for _, it := range items {
-			if err := s.insertBatch(ctx, []*item{it}); err != nil {
+			if err := s.insertOne(ctx, it); err != nil {
 				out[it.idx].err = dbError(it.in.TenantID, err)
 			}
 		}
@@ -507,26 +561,128 @@ func (s *Service) insertOnce(ctx context.Context, items []*item, out []outcome) 
 	}
 }
 
+// insertOne inserts it together with the items of concurrent requests: a
+// few coalescers take what is queued and insert it in one statement
+// ([Service.insertBatch]), which costs PostgreSQL far less than a statement
+// per event. When that statement fails on a value, each item is inserted
+// again alone, so that only the bad one fails.
+func (s *Service) insertOne(ctx context.Context, it *item) error {
+	s.coalesceStart.Do(func() {
+		for range groupWorkers {
+			go s.coalesce()
+		}
+	})
+	r := &insertReq{ctx: ctx, it: it, done: make(chan error, 1)}
+	select {
+	case s.coalesceReqs <- r:
+	case <-ctx.Done():
+		return fmt.Errorf("queue event insert: %w", ctx.Err())
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("wait for event insert: %w", ctx.Err())
+	}
+}
+
+// insertReq is an item waiting for a coalescer.
+type insertReq struct {
+	ctx  context.Context
+	it   *item
+	done chan error
+}
+
+func (s *Service) coalesce() {
+	var reqs []*insertReq
+	var items []*item
+	for {
+		reqs, items = append(reqs[:0], <-s.coalesceReqs), items[:0]
+	collect:
+		for len(reqs) < MaxBatch {
+			select {
+			case r := <-s.coalesceReqs:
+				reqs = append(reqs, r)
+			default:
+				break collect
+			}
+		}
+		for _, r := range reqs {
+			items = append(items, r.it)
+		}
+		// The statement runs with the first request's trace, but not its
+		// deadline: it is the others' too.
+		err := s.insertBatch(context.WithoutCancel(reqs[0].ctx), items)
+		var pgErr *pgconn.PgError
+		alone := err != nil && len(reqs) > 1 && errors.As(err, &pgErr)
+		for _, r := range reqs {
+			if alone {
+				err = s.insertBatch(context.WithoutCancel(r.ctx), []*item{r.it})
+			}
+			r.done <- err
+		}
+		clear(reqs)
+		clear(items)
+	}
+}
+
 // insertBatch inserts items, group-committed with the inserts of concurrent
-// requests (one round trip and one commit for all of them).
+// requests (one round trip and one commit for all of them). Several items
+// go in one statement: they are inserted in order, so when two of them
+// conflict the first is the one stored, as if inserted one by one.
 func (s *Service) insertBatch(ctx context.Context, items []*item) error {
 	b := &pgx.Batch{}
-	for _, it := range items {
+	if len(items) == 1 {
+		it := items[0]
 		b.Queue(insertSQL, it.in.TenantID, it.id, it.in.Type, string(it.in.Data), it.in.OrderingKey,
 			it.in.IdempotencyKey, it.in.Source, it.acceptedAt, it.in.OnlyEndpointID)
+	} else {
+		cols := make([][]string, 8)
+		for i := range cols {
+			cols[i] = make([]string, len(items))
+		}
+		at := make([]time.Time, len(items))
+		for i, it := range items {
+			cols[0][i], cols[1][i], cols[2][i], cols[3][i] = it.in.TenantID, it.id, it.in.Type, string(it.in.Data)
+			cols[4][i], cols[5][i], cols[6][i], cols[7][i] = it.in.OrderingKey, it.in.IdempotencyKey, it.in.Source, it.in.OnlyEndpointID
+			at[i] = it.acceptedAt
+		}
+		b.Queue(insertManySQL, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], at, cols[7])
 	}
 	err := s.group.Do(ctx, b, func(br pgx.BatchResults) error {
 		for _, it := range items {
+			it.inserted = false
+		}
+		if len(items) == 1 {
 			var id string
 			err := br.QueryRow().Scan(&id)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
-				it.inserted = false
 			case err != nil:
-				return fmt.Errorf("insert event %s: %w", it.id, err)
+				return fmt.Errorf("insert event %s: %w", items[0].id, err)
 			default:
-				it.inserted = true
+				items[0].inserted = true
 			}
+			return nil
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return fmt.Errorf("insert %d events: %w", len(items), err)
+		}
+		var id, key string
+		_, err = pgx.ForEachRow(rows, []any{&id, &key}, func() error {
+			// The first item not yet matched that has the row's id and
+			// Idempotency-Key is the one inserted.
+			for _, it := range items {
+				if !it.inserted && it.id == id && it.in.IdempotencyKey == key {
+					it.inserted = true
+					break
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("insert %d events: %w", len(items), err)
 		}
 		return nil
 	})
@@ -588,32 +744,6 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 		}
 	}
 	return errs
-}
-
-// markPublished records that JetStream acknowledged events, group-committed
-// with concurrent requests' statements.
-func (s *Service) markPublished(ctx context.Context, events []*hooklinev1.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	tenants := make([]string, len(events))
-	idList := make([]string, len(events))
-	for i, ev := range events {
-		tenants[i], idList[i] = ev.GetTenantId(), ev.GetId()
-	}
-	b := &pgx.Batch{}
-	b.Queue(`
-UPDATE events e SET published = true
-FROM unnest($1::text[], $2::text[]) AS u(tenant_id, id)
-WHERE e.tenant_id = u.tenant_id AND e.id = u.id AND NOT e.published`, tenants, idList)
-	err := s.group.Do(ctx, b, func(br pgx.BatchResults) error {
-		_, err := br.Exec()
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("update events: %w", err)
-	}
-	return nil
 }
 
 // problem returns err's problem, or nil.
