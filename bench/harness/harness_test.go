@@ -144,6 +144,12 @@ func TestParseProc(t *testing.T) {
 	if _, err := parseStatCPU([]byte("garbage")); err == nil {
 		t.Fatal("parseStatCPU accepted garbage")
 	}
+	// The postmaster: 1 s of its own, 12.5 s of reaped backends.
+	postmaster := []byte("800 (postgres) S 1 800 800 0 -1 4194560 5000 0 0 0 60 40 1000 250 20 0 1 0 100 1000000 2000 18446744073709551615\n")
+	self, children, err := parseStatTimes(postmaster)
+	if err != nil || self != 1 || children != 12.5 {
+		t.Fatalf("parseStatTimes = %v, %v, %v; want 1 s and 12.5 s", self, children, err)
+	}
 	status := []byte("Name:\thookline-ingest\nVmPeak:\t  900000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30000 kB\n")
 	hwm, err := parseVmHWM(status)
 	if err != nil || hwm != 40<<20 {

@@ -149,20 +149,29 @@ func cpuSeconds(pid int) (float64, error) {
 // /proc/<pid>/stat line. The command name (field 2) may hold spaces, so
 // fields are counted from its closing parenthesis.
 func parseStatCPU(b []byte) (float64, error) {
+	self, _, err := parseStatTimes(b)
+	return self, err
+}
+
+// parseStatTimes reads a /proc/<pid>/stat line's own CPU time (utime +
+// stime, fields 14 and 15) and that of its exited, reaped children (cutime
+// + cstime, fields 16 and 17), in seconds.
+func parseStatTimes(b []byte) (self, children float64, err error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 > len(b) {
-		return 0, errors.New("malformed stat line")
+		return 0, 0, errors.New("malformed stat line")
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short stat line")
+	if len(f) < 15 {
+		return 0, 0, errors.New("short stat line")
 	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("parse stat times: %w", err)
+	var t [4]uint64
+	for k := range t {
+		if t[k], err = strconv.ParseUint(f[11+k], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("parse stat times: %w", err)
+		}
 	}
-	return float64(ut+st) / clockTicks, nil
+	return float64(t[0]+t[1]) / clockTicks, float64(t[2]+t[3]) / clockTicks, nil
 }
 
 // peakRSS is pid's peak resident set size (VmHWM) in bytes.
@@ -212,8 +221,11 @@ func postgresCPU() float64 {
 		if err != nil || !bytes.Contains(b, []byte("(postgres)")) {
 			continue
 		}
-		if s, err := parseStatCPU(b); err == nil {
-			sum += s
+		// A backend that exits takes its time with it, but the postmaster
+		// reaps it and so counts it among its children's: with those, the
+		// sum only grows.
+		if self, children, err := parseStatTimes(b); err == nil {
+			sum += self + children
 		}
 	}
 	return sum
