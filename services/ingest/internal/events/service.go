@@ -105,7 +105,7 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slo
 		relayEvery:     2 * time.Second,
 		relayAge:       5 * time.Second,
 		relayBatch:     500,
-		intakeLanes:    32,
+		intakeLanes:    128,
 		nakDelay:       2 * time.Second,
 	}
 }
