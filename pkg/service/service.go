@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -23,9 +24,19 @@ import (
 // RunFunc runs a service until ctx ends and returns nil on a normal stop.
 type RunFunc func(ctx context.Context, cfg config.Config, log *slog.Logger) error
 
+// GCPercent is the garbage collector's target of every service unless GOGC
+// is set: their live heaps are small (tens of MiB) and allocation steady, so
+// the default (100) spends about a tenth of the CPU collecting at full load;
+// 400 trades some RSS for that CPU.
+const GCPercent = 400
+
 // Main runs service name with the settings need names as required and
-// returns the process's exit status.
+// returns the process's exit status. It sets the garbage collector's target
+// to [GCPercent] unless GOGC is set.
 func Main(ctx context.Context, name string, need config.Need, run RunFunc, getenv func(string) string, stdout, stderr io.Writer) int {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(GCPercent)
+	}
 	cfg, err := config.Load(getenv, need)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "%s: %s\n", name, config.FirstLine(err))

@@ -6,22 +6,13 @@ import (
 	"context"
 	"io"
 	"os"
-	"runtime/debug"
 
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/service"
 	"github.com/hookline/hookline/services/dispatcher"
 )
 
-// gcPercent is the garbage collector's target unless GOGC is set: the live
-// heap is small (tens of MiB) and allocation steady, so the default (100)
-// spends a tenth of the CPU collecting; 400 trades some RSS for that CPU.
-const gcPercent = 400
-
 func main() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
