@@ -26,6 +26,7 @@ import (
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/store"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 	"github.com/hookline/hookline/services/dispatcher/internal/attemptlog"
 	"github.com/hookline/hookline/services/dispatcher/internal/breaker"
 	"github.com/hookline/hookline/services/dispatcher/internal/delivery"
@@ -137,13 +138,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	owner := replicaID()
-	deliveries, err := js.Stream(ctx, bus.StreamDeliveries)
-	if err != nil {
-		stopBackground()
-		bg.Wait()
-		return startErr(ctx, fmt.Errorf("open stream %s: %w", bus.StreamDeliveries, err))
-	}
-	head := keylane.StreamHead(deliveries)
+	head := dispatch.HeadLookup(js, bus.StreamDeliveries)
 	if err := checkHeadLookup(ctx, head); err != nil {
 		stopBackground()
 		bg.Wait()
@@ -160,7 +155,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Warn("read circuit breaker state; continuing, it is read again every 500 ms", "err", err)
 	}
 
-	bg.Go(func() { retry.NewScheduler(pool, js, log).Run(bgCtx) })
 	bg.Go(func() {
 		w := attemptlog.New(pool, logCons, log)
 		w.Metrics = m
@@ -190,6 +184,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	h.Metrics = m
 	h.Breaker = circuits
 	h.Rates = ratelimit.New(members.Count)
+	sched := retry.NewScheduler(pool, js, log)
+	// A retry row whose endpoint's circuit is open waits in place until
+	// the circuit may be probed, instead of going round through JetStream.
+	sched.Hold = func(d *hooklinev1.Delivery, now time.Time) (time.Time, bool) {
+		hctx, cancel := context.WithTimeout(bgCtx, time.Second)
+		defer cancel()
+		return h.Held(hctx, d, now)
+	}
+	bg.Go(func() { sched.Run(bgCtx) })
 	limits := dispatch.NewLimits(concurrency, PerEndpointInFlight)
 	runner := dispatch.NewRunner(h, limits, head, log)
 	drainer := dispatch.NewDrainer(h, limits, owner, log)

@@ -104,16 +104,19 @@ func New(db DB, cons Fetcher, log *slog.Logger) *Writer {
 
 // startSpan starts the span of writing one batch: a trace of its own (a
 // batch serves many deliveries' traces), linked to each outcome's trace.
+// The links are read only for a span that records them.
 func (w *Writer) startSpan(ctx context.Context, msgs []jetstream.Msg) (context.Context, trace.Span) {
-	links := make([]trace.Link, 0, len(msgs))
-	for _, m := range msgs {
-		if sc := trace.SpanContextFromContext(telemetry.Extract(context.Background(), m.Headers())); sc.IsValid() {
-			links = append(links, trace.Link{SpanContext: sc})
+	ctx, span := otel.Tracer("github.com/hookline/hookline/services/dispatcher").Start(ctx, "write attempt log",
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("hookline.outcomes", len(msgs)))
+		for _, m := range msgs {
+			if sc := trace.SpanContextFromContext(telemetry.Extract(context.Background(), m.Headers())); sc.IsValid() {
+				span.AddLink(trace.Link{SpanContext: sc})
+			}
 		}
 	}
-	return otel.Tracer("github.com/hookline/hookline/services/dispatcher").Start(ctx, "write attempt log",
-		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...),
-		trace.WithAttributes(attribute.Int("hookline.outcomes", len(msgs))))
+	return ctx, span
 }
 
 // nakDelay is how long outcomes wait after the database failed.

@@ -25,35 +25,49 @@ type endpointStreak struct {
 // streaks summarises outs per endpoint, sorted by endpoint id (the order
 // concurrent writers lock endpoint_health rows in).
 func streaks(outs []*hooklinev1.AttemptOutcome) []endpointStreak {
-	by := map[string]*endpointStreak{}
+	// Times are kept as values (zero: none) while scanning, so that an
+	// outcome costs no allocation; one pointer per endpoint is made at the
+	// end.
+	type acc struct {
+		id, tenant                             string
+		lastSuccess, failingSince, lastFailure time.Time
+	}
+	by := map[string]*acc{}
 	for _, o := range outs {
 		s := by[o.GetEndpointId()]
 		if s == nil {
-			s = &endpointStreak{id: o.GetEndpointId(), tenant: o.GetTenantId()}
+			s = &acc{id: o.GetEndpointId(), tenant: o.GetTenantId()}
 			by[s.id] = s
 		}
 		t := o.GetStartedAt().AsTime()
 		if o.GetSucceeded() {
-			if s.lastSuccess == nil || t.After(*s.lastSuccess) {
-				s.lastSuccess = &t
+			if s.lastSuccess.IsZero() || t.After(s.lastSuccess) {
+				s.lastSuccess = t
 			}
-		} else if s.lastFailure == nil || t.After(*s.lastFailure) {
-			s.lastFailure = &t
+		} else if s.lastFailure.IsZero() || t.After(s.lastFailure) {
+			s.lastFailure = t
 		}
 	}
 	for _, o := range outs {
 		s := by[o.GetEndpointId()]
 		t := o.GetStartedAt().AsTime()
-		if o.GetSucceeded() || (s.lastSuccess != nil && !t.After(*s.lastSuccess)) {
+		if o.GetSucceeded() || (!s.lastSuccess.IsZero() && !t.After(s.lastSuccess)) {
 			continue
 		}
-		if s.failingSince == nil || t.Before(*s.failingSince) {
-			s.failingSince = &t
+		if s.failingSince.IsZero() || t.Before(s.failingSince) {
+			s.failingSince = t
 		}
+	}
+	ptr := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &t
 	}
 	out := make([]endpointStreak, 0, len(by))
 	for _, s := range by {
-		out = append(out, *s)
+		out = append(out, endpointStreak{id: s.id, tenant: s.tenant,
+			lastSuccess: ptr(s.lastSuccess), failingSince: ptr(s.failingSince), lastFailure: ptr(s.lastFailure)})
 	}
 	slices.SortFunc(out, func(x, y endpointStreak) int { return cmp.Compare(x.id, y.id) })
 	return out

@@ -219,6 +219,28 @@ func (c *Circuits) Allow(ctx context.Context, id, delivery string) (Done, time.T
 	}, time.Time{}
 }
 
+// Held reports whether [Circuits.Allow] would now hold endpoint id's
+// deliveries because of its shared circuit, and until when it would hold
+// them. It has no side effect: it claims no probe. Not held means only that
+// Allow must be asked.
+func (c *Circuits) Held(id string, now time.Time) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, notClosed := c.shared[id]
+	if !notClosed {
+		return time.Time{}, false
+	}
+	switch {
+	case c.probing[id]:
+		return now.Add(min(c.cfg.ProbeTimeout, 2*time.Second)), true
+	case s.circuit == Open && now.Before(s.openUntil):
+		return s.openUntil, true
+	case s.circuit == HalfOpen && now.Before(s.probeUntil):
+		return now.Add(min(s.probeUntil.Sub(now), 2*time.Second)), true
+	}
+	return time.Time{}, false
+}
+
 // trip opens id's shared circuit (from closed).
 func (c *Circuits) trip(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

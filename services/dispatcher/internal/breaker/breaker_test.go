@@ -94,3 +94,42 @@ func TestSuccessResetsTheStreak(t *testing.T) {
 		t.Fatal("failures before a success counted towards opening the circuit")
 	}
 }
+
+// TestHeldAgreesWithAllow: Held answers held exactly when Allow holds for the
+// shared circuit, with the same time, and claims nothing.
+func TestHeldAgreesWithAllow(t *testing.T) {
+	t.Parallel()
+	db := &fakeDB{}
+	c := New(db, "replica-1", Config{Cooldown: time.Hour}, slog.New(slog.DiscardHandler))
+	now := time.Now()
+	if _, held := c.Held("ep_1", now); held {
+		t.Fatal("closed circuit held")
+	}
+	for _, d := range []string{"a", "b", "c", "d", "e"} {
+		done, _ := c.Allow(t.Context(), "ep_1", d)
+		done(Failure)
+	}
+	until, held := c.Held("ep_1", time.Now())
+	if !held {
+		t.Fatal("open circuit not held")
+	}
+	done, allowUntil := c.Allow(t.Context(), "ep_1", "f")
+	if done != nil || !allowUntil.Equal(until) {
+		t.Fatalf("Allow: admitted %v until %s; Held: until %s", done != nil, allowUntil, until)
+	}
+	// Past the cool-down Held says no (the probe is Allow's to claim) and
+	// runs no statement.
+	before := len(db.execs)
+	if _, held := c.Held("ep_1", until.Add(time.Second)); held {
+		t.Error("held past the cool-down")
+	}
+	if len(db.execs) != before {
+		t.Error("Held ran a statement")
+	}
+	c.mu.Lock()
+	c.probing["ep_1"] = true
+	c.mu.Unlock()
+	if u, held := c.Held("ep_1", until.Add(time.Second)); !held || !u.Equal(until.Add(3*time.Second)) {
+		t.Errorf("while probing: held %v until %s", held, u)
+	}
+}

@@ -3,16 +3,23 @@ package delivery
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
-	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/signature"
 	"github.com/hookline/hookline/pkg/version"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
@@ -26,25 +33,52 @@ const (
 	headerTrace     = "traceparent"
 )
 
+// Canonical forms of the per-attempt header names, set without
+// canonicalising them on every request.
+var (
+	canonicalID        = http.CanonicalHeaderKey(HeaderID)
+	canonicalTimestamp = http.CanonicalHeaderKey(HeaderTimestamp)
+	canonicalSignature = http.CanonicalHeaderKey(HeaderSignature)
+)
+
 // Body is the request body, byte for byte:
 // {"type":...,"timestamp":...,"data":...} with data as accepted.
 func Body(d *hooklinev1.Delivery) []byte {
-	typ, _ := json.Marshal(d.GetEventType()) // a string always marshals
-	ts := apitime.Format(d.GetAcceptedAt().AsTime())
+	return appendBody(nil, d)
+}
+
+// appendBody appends d's request body to b.
+func appendBody(b []byte, d *hooklinev1.Delivery) []byte {
+	typ := d.GetEventType()
 	data := d.GetData()
 	if len(data) == 0 {
 		data = []byte("null")
 	}
-	var b bytes.Buffer
-	b.Grow(len(typ) + len(ts) + len(data) + 40)
-	b.WriteString(`{"type":`)
-	b.Write(typ)
-	b.WriteString(`,"timestamp":"`)
-	b.WriteString(ts)
-	b.WriteString(`","data":`)
-	b.Write(data)
-	b.WriteByte('}')
-	return b.Bytes()
+	b = append(b, `{"type":`...)
+	if plainJSONString(typ) {
+		b = append(append(append(b, '"'), typ...), '"')
+	} else {
+		q, _ := json.Marshal(typ) // a string always marshals
+		b = append(b, q...)
+	}
+	b = append(b, `,"timestamp":"`...)
+	b = d.GetAcceptedAt().AsTime().UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// plainJSONString reports whether s encodes as a JSON string by quoting it
+// alone, exactly as encoding/json would: printable ASCII without the
+// characters it escapes (event types always are).
+func plainJSONString(s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 // ActiveSecrets returns the endpoint's secrets that have not expired at now,
@@ -71,34 +105,180 @@ func reserved(name string) bool {
 // the endpoint propagates traces, the traceparent of ctx's span is sent;
 // baggage never is.
 func NewRequest(ctx context.Context, ep *hooklinev1.Endpoint, d *hooklinev1.Delivery, now time.Time) (*http.Request, error) {
-	body := Body(d)
-	sig, err := signature.SignAll(ActiveSecrets(ep, now), d.GetEventId(), now, body)
+	return prepare(ep).request(ctx, d, now)
+}
+
+// prepared is what every request to one endpoint configuration shares: the
+// parsed URL, the headers that do not change between attempts and the
+// decoded signing keys. It is built once per configuration (the endpoint
+// cache hands out a new *Endpoint when the configuration changes).
+type prepared struct {
+	ep      *hooklinev1.Endpoint
+	version uint64
+	url     *url.URL
+	// err is set when no request can be built (a malformed URL).
+	err error
+	// static holds the headers every request carries, in canonical form;
+	// their value slices are shared by all requests and never modified.
+	static http.Header
+	keys   []signingKey
+	trace  bool
+}
+
+// signingKey is one secret of the endpoint, decoded, with a pool of HMACs
+// keyed with it (an HMAC is reset, not rebuilt, between uses).
+type signingKey struct {
+	expires time.Time // zero: never
+	err     error     // the secret does not decode
+	macs    *sync.Pool
+}
+
+func prepare(ep *hooklinev1.Endpoint) *prepared {
+	p := &prepared{ep: ep, version: ep.GetVersion(), trace: ep.GetPropagateTrace()}
+	u, err := url.Parse(ep.GetUrl())
 	if err != nil {
-		return nil, fmt.Errorf("sign: %w", err)
+		p.err = fmt.Errorf("build request: %w", err)
+	} else {
+		// As http.NewRequest does: "host:" is "host".
+		u.Host = strings.TrimSuffix(u.Host, ":")
+		p.url = u
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.GetUrl(), bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
-	}
-	h := req.Header
+	h := make(http.Header, 3+len(ep.GetHeaders()))
 	// Canonical keys: the transport checks "User-Agent" before adding its
 	// own. Header names are case-insensitive on the wire.
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", version.UserAgent())
-	h.Set(HeaderID, d.GetEventId())
-	h.Set(HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
-	h.Set(HeaderSignature, sig)
-	if ep.GetPropagateTrace() {
-		carrier := propagation.MapCarrier{}
-		propagation.TraceContext{}.Inject(ctx, carrier)
-		if tp := carrier.Get(headerTrace); tp != "" {
-			h[headerTrace] = []string{tp}
-		}
-	}
+	h["Content-Type"] = []string{"application/json"}
+	h["User-Agent"] = []string{version.UserAgent()}
 	for k, v := range ep.GetHeaders() {
 		if !reserved(k) {
 			h.Set(k, v)
 		}
 	}
+	// What http.Client adds for a URL with credentials (requests go to the
+	// transport directly).
+	if u != nil && u.User != nil && h.Get("Authorization") == "" {
+		pw, _ := u.User.Password()
+		h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw)))
+	}
+	p.static = h
+	for _, s := range ep.GetSecrets() {
+		k := signingKey{}
+		if s.GetExpiresAt() != nil {
+			k.expires = s.GetExpiresAt().AsTime()
+		}
+		key, err := signature.DecodeSecret(s.GetValue())
+		if err != nil {
+			k.err = err
+		} else {
+			k.macs = &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}
+		}
+		p.keys = append(p.keys, k)
+	}
+	return p
+}
+
+// active reports whether k signs at now.
+func (k *signingKey) active(now time.Time) bool {
+	return k.expires.IsZero() || k.expires.After(now)
+}
+
+// errNoSecret: the endpoint has no secret that has not expired.
+var errNoSecret = errors.New("no signing secret")
+
+// appendSignatures appends the webhook-signature header value to b: one
+// "v1,<base64>" per active secret, space-separated (the Standard Webhooks
+// scheme, as [signature.SignAll]).
+func (p *prepared) appendSignatures(b []byte, msgID string, ts []byte, body []byte, now time.Time) ([]byte, error) {
+	n := 0
+	var sum [sha256.Size]byte
+	for i := range p.keys {
+		k := &p.keys[i]
+		if !k.active(now) {
+			continue
+		}
+		if k.err != nil {
+			return nil, fmt.Errorf("sign: secret %d: %w", n, k.err)
+		}
+		m := k.macs.Get().(hash.Hash)
+		m.Reset()
+		_, _ = m.Write([]byte(msgID))
+		_, _ = m.Write([]byte{'.'})
+		_, _ = m.Write(ts)
+		_, _ = m.Write([]byte{'.'})
+		_, _ = m.Write(body)
+		mac := m.Sum(sum[:0])
+		k.macs.Put(m)
+		if n > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, "v1,"...)
+		b = base64.StdEncoding.AppendEncode(b, mac)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("sign: %w", errNoSecret)
+	}
+	return b, nil
+}
+
+// request builds the signed POST of d, signed at now.
+func (p *prepared) request(ctx context.Context, d *hooklinev1.Delivery, now time.Time) (*http.Request, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	body := appendBody(make([]byte, 0, len(d.GetData())+len(d.GetEventType())+64), d)
+	// One buffer holds the timestamp, the signatures and the traceparent.
+	var scratch [24]byte
+	ts := strconv.AppendInt(scratch[:0], now.Unix(), 10)
+	vals := make([]byte, 0, len(ts)+48*len(p.keys)+56)
+	vals = append(vals, ts...)
+	vals, err := p.appendSignatures(vals, d.GetEventId(), ts, body, now)
+	if err != nil {
+		return nil, err
+	}
+	tp := 0
+	if p.trace {
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			before := len(vals)
+			vals = appendTraceparent(vals, sc)
+			tp = len(vals) - before
+		}
+	}
+	all := string(vals) // one allocation for the three values
+	tsEnd := len(ts)
+	sigEnd := len(all) - tp
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "", bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	u := *p.url
+	req.URL = &u
+	req.Host = u.Host
+	h := make(http.Header, len(p.static)+4)
+	for k, v := range p.static {
+		h[k] = v
+	}
+	strs := make([]string, 4)
+	strs[0], strs[1], strs[2] = d.GetEventId(), all[:tsEnd], all[tsEnd:sigEnd]
+	h[canonicalID] = strs[0:1:1]
+	h[canonicalTimestamp] = strs[1:2:2]
+	h[canonicalSignature] = strs[2:3:3]
+	if tp > 0 {
+		strs[3] = all[sigEnd:]
+		h[headerTrace] = strs[3:4:4]
+	}
+	req.Header = h
 	return req, nil
+}
+
+// appendTraceparent appends the W3C traceparent of sc, as
+// propagation.TraceContext writes it (without tracestate, never sent).
+func appendTraceparent(b []byte, sc trace.SpanContext) []byte {
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = append(b, "00-"...)
+	b = hex.AppendEncode(b, tid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, sid[:])
+	b = append(b, '-')
+	return hex.AppendEncode(b, []byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))})
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
@@ -26,9 +27,12 @@ const (
 // DialContext dials a destination; the SSRF-safe dialer implements it.
 type DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Sender makes attempts over one shared HTTP client.
+// Sender makes attempts over one shared HTTP transport.
 type Sender struct {
-	client *http.Client
+	transport http.RoundTripper
+
+	mu       sync.RWMutex
+	prepared map[string]*prepared // by endpoint id, for the configuration in ep
 }
 
 // NewSender returns a Sender whose connections are dialled by dial. It
@@ -49,11 +53,32 @@ func NewSender(dial DialContext) *Sender {
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: MaxTimeout,
 	}
-	return &Sender{client: &http.Client{
-		Transport:     tr,
-		Timeout:       MaxTimeout + 5*time.Second, // each attempt has a shorter context deadline
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	// Requests go to the transport directly, not through an http.Client,
+	// which would only add a second deadline (a context and a timer per
+	// attempt) and redirect handling: a transport returns a 3xx as it is
+	// (CONTRACT 3.2: redirects are not followed). Each attempt's context
+	// deadline (at most MaxTimeout) bounds the whole exchange, body
+	// included; the basic auth the client derives from a URL's user info
+	// is added by prepare.
+	return &Sender{transport: tr, prepared: map[string]*prepared{}}
+}
+
+// prepare returns the prepared requests of ep's configuration, building them
+// once per configuration: the endpoint cache hands out a new *Endpoint, with
+// a new version, for every change.
+func (s *Sender) prepare(ep *hooklinev1.Endpoint) *prepared {
+	id := ep.GetId()
+	s.mu.RLock()
+	p := s.prepared[id]
+	s.mu.RUnlock()
+	if p != nil && p.ep == ep && p.version == ep.GetVersion() {
+		return p
+	}
+	p = prepare(ep)
+	s.mu.Lock()
+	s.prepared[id] = p
+	s.mu.Unlock()
+	return p
 }
 
 // Timeout is ep's per-attempt timeout, capped at [MaxTimeout].
@@ -81,13 +106,13 @@ func (s *Sender) Send(ctx context.Context, ep *hooklinev1.Endpoint, d *hooklinev
 	ctx, cancel := context.WithTimeout(ctx, Timeout(ep))
 	defer cancel()
 	res := Result{StartedAt: now}
-	req, err := NewRequest(ctx, ep, d, now)
+	req, err := s.prepare(ep).request(ctx, d, now)
 	if err != nil {
 		res.Err = &RequestError{Err: err}
 		return res
 	}
 	start := time.Now()
-	resp, err := s.client.Do(req)
+	resp, err := s.transport.RoundTrip(req)
 	if err != nil {
 		res.Duration = time.Since(start)
 		res.Err = err

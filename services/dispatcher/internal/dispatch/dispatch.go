@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -81,8 +82,9 @@ type Handler struct {
 	Keys *parking.Store
 	// Metrics counts attempts, retries and disabled endpoints; NewHandler
 	// sets one nobody serves.
-	Metrics *metrics.Metrics
-	tracer  trace.Tracer
+	Metrics  *metrics.Metrics
+	tracer   trace.Tracer
+	attempts atomic.Pointer[attemptCache]
 }
 
 // NewHandler returns a Handler; every field must be set.
@@ -157,7 +159,7 @@ const (
 
 // verdict is what became of one delivery: the attempt's outcome (nil without
 // an attempt), the delivery as it must be stored for later (attempts
-// counted), and the dead letter.
+// counted; nil once it succeeded), and the dead letter.
 type verdict struct {
 	kind    kind
 	due     time.Time
@@ -173,19 +175,33 @@ type verdict struct {
 // startSpan starts the span of one handling of d: a child of ctx's trace
 // context, or, with opts holding trace.WithNewRoot and a link, a new trace
 // linked to the one d came from.
+//
+// Attributes are set only on a recording span: the ID-only tracer used when
+// no spans are exported keeps none, and building them costs allocations on
+// every delivery. No sampler of ours looks at start attributes.
 func (h *Handler) startSpan(ctx context.Context, d *hooklinev1.Delivery, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	opts = append(opts, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
-		attribute.String("hookline.tenant_id", d.GetTenantId()),
-		attribute.String("hookline.event_id", d.GetEventId()),
-		attribute.String("hookline.endpoint_id", d.GetEndpointId()),
-		attribute.String("hookline.delivery_id", d.GetId()),
-		attribute.Int("hookline.attempt", int(d.GetAttempts())+1),
-	))
-	if d.GetReplayId() != "" {
-		opts = append(opts, trace.WithAttributes(attribute.String("hookline.replay_id", d.GetReplayId())))
+	opts = append(opts, consumerKind)
+	ctx, span := h.tracer.Start(ctx, "deliver", opts...)
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("hookline.tenant_id", d.GetTenantId()),
+			attribute.String("hookline.event_id", d.GetEventId()),
+			attribute.String("hookline.endpoint_id", d.GetEndpointId()),
+			attribute.String("hookline.delivery_id", d.GetId()),
+			attribute.Int("hookline.attempt", int(d.GetAttempts())+1),
+		)
+		if d.GetReplayId() != "" {
+			span.SetAttributes(attribute.String("hookline.replay_id", d.GetReplayId()))
+		}
 	}
-	return h.tracer.Start(ctx, "deliver", opts...)
+	return ctx, span
 }
+
+// Span kinds, built once.
+var (
+	consumerKind = trace.WithSpanKind(trace.SpanKindConsumer)
+	clientKind   = trace.WithSpanKind(trace.SpanKindClient)
+)
 
 // observe counts v and ends span with its result.
 func (h *Handler) observe(span trace.Span, d *hooklinev1.Delivery, v verdict) {
@@ -209,12 +225,83 @@ func (h *Handler) observe(span trace.Span, d *hooklinev1.Delivery, v verdict) {
 		span.SetAttributes(attribute.String("hookline.outcome", outcome))
 	}
 	if v.outcome != nil {
-		h.Metrics.Attempts.WithLabelValues(outcome).Inc()
-		h.Metrics.AttemptDuration.WithLabelValues(outcome).Observe(v.took.Seconds())
+		c := h.attemptMetrics(outcome)
+		c.inc()
+		c.observe(v.took.Seconds())
 	}
 	if v.kind == kindDead || v.kind == kindRetry {
 		span.SetStatus(codes.Error, v.errText)
 	}
+}
+
+// attemptSeries are the attempt metrics of one outcome label.
+type attemptSeries struct {
+	inc     func()
+	observe func(float64)
+}
+
+// attemptCache holds the series of h.Metrics per outcome, looked up once
+// instead of hashing the label on every attempt.
+type attemptCache struct {
+	m      *metrics.Metrics
+	series map[string]attemptSeries
+}
+
+func (h *Handler) attemptMetrics(outcome string) attemptSeries {
+	c := h.attempts.Load()
+	if c == nil || c.m != h.Metrics {
+		c = &attemptCache{m: h.Metrics, series: map[string]attemptSeries{}}
+		for _, o := range []string{"succeeded", "retry", "dead"} {
+			c.series[o] = h.lookupSeries(o)
+		}
+		h.attempts.Store(c)
+	}
+	if s, ok := c.series[outcome]; ok {
+		return s
+	}
+	return h.lookupSeries(outcome)
+}
+
+func (h *Handler) lookupSeries(outcome string) attemptSeries {
+	return attemptSeries{h.Metrics.Attempts.WithLabelValues(outcome).Inc, h.Metrics.AttemptDuration.WithLabelValues(outcome).Observe}
+}
+
+// HeldBy is the side-effect-free question of a [Breaker]: would it now
+// hold an endpoint's deliveries, and until when. *breaker.Circuits
+// implements it.
+type HeldBy interface {
+	Held(endpointID string, now time.Time) (time.Time, bool)
+}
+
+// Held reports whether d, taken from its retry row now, would only be held
+// again by its endpoint's open circuit, and until when ([decide] would hold
+// it until then, capped at its retry horizon). It answers false whenever
+// anything else could happen to d: its endpoint gone or disabled, its key's
+// order to keep, its horizon reached, the circuit due for a probe, or no
+// answer without I/O.
+func (h *Handler) Held(ctx context.Context, d *hooklinev1.Delivery, now time.Time) (time.Time, bool) {
+	hb, ok := h.Breaker.(HeldBy)
+	if !ok {
+		return time.Time{}, false
+	}
+	until, held := hb.Held(d.GetEndpointId(), now)
+	if !held {
+		return time.Time{}, false
+	}
+	ep, err := h.Endpoints.Get(ctx, d.GetEndpointId())
+	if err != nil || ep == nil || ep.GetDeleted() || ep.GetDisabled() || Ordered(ep, d) {
+		return time.Time{}, false
+	}
+	if d.GetCreatedAt() != nil {
+		deadline := d.GetCreatedAt().AsTime().Add(delivery.Horizon(delivery.Schedule(ep.GetRetryScheduleMs())))
+		if !now.Before(deadline) {
+			return time.Time{}, false
+		}
+		if until.After(deadline) {
+			until = deadline
+		}
+	}
+	return until, true
 }
 
 // decide attempts d to ep unless the endpoint is gone or disabled or its
@@ -252,14 +339,18 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 	// endpoint receives. It records the host, never the URL (which may carry
 	// a secret).
 	n := d.GetAttempts() + 1
-	ctx, span := h.tracer.Start(ctx, http.MethodPost, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
-		attribute.String("http.request.method", http.MethodPost),
-		attribute.String("hookline.endpoint_id", ep.GetId()),
-		attribute.String("hookline.event_id", d.GetEventId()),
-		attribute.Int("hookline.attempt", int(n)),
-		attribute.String("server.address", host(ep.GetUrl())),
-	))
+	ctx, span := h.tracer.Start(ctx, http.MethodPost, clientKind)
 	defer span.End()
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(
+			attribute.String("http.request.method", http.MethodPost),
+			attribute.String("hookline.endpoint_id", ep.GetId()),
+			attribute.String("hookline.event_id", d.GetEventId()),
+			attribute.Int("hookline.attempt", int(n)),
+			attribute.String("server.address", host(ep.GetUrl())),
+		)
+	}
 
 	now := time.Now()
 	res := h.Sender.Send(ctx, ep, d, now)
@@ -274,7 +365,7 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 	} else {
 		done(breaker.Success)
 	}
-	if out.StatusCode != 0 {
+	if out.StatusCode != 0 && recording {
 		span.SetAttributes(attribute.Int("http.response.status_code", out.StatusCode))
 	}
 	if out.Kind != delivery.Succeeded {
@@ -297,15 +388,17 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 		ReplayId:     d.GetReplayId(),
 		DeadLetterId: d.GetDeadLetterId(),
 	}
+	if out.Kind == delivery.Succeeded {
+		// Nothing stores the delivery again: no copy of it is needed.
+		outcome.Status = hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED
+		return verdict{kind: kindSucceeded, outcome: outcome, took: took}
+	}
 	next := proto.CloneOf(d)
 	next.Attempts = n
 	next.LastStatusCode = uint32(out.StatusCode) //nolint:gosec // HTTP status
 	next.LastError = out.Error
 
 	switch out.Kind {
-	case delivery.Succeeded:
-		outcome.Status = hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED
-		return verdict{kind: kindSucceeded, next: next, outcome: outcome, took: took}
 	case delivery.Retry:
 		delay, ok := delivery.NextDelay(delivery.Schedule(ep.GetRetryScheduleMs()), int(n), out.RetryAfter, rand.Float64()) //nolint:gosec // jitter
 		if ok {

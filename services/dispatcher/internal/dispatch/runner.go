@@ -17,8 +17,13 @@ import (
 // so its ack wait does not run out.
 const InProgressEvery = 10 * time.Second
 
-// Runner takes delivery messages from a consumer and handles each in its own
-// goroutine, within [Limits]. The consumer's MaxAckPending bounds the
+// workerIdle is how long a handler goroutine waits for the next delivery
+// before it ends.
+const workerIdle = 10 * time.Second
+
+// Runner takes delivery messages from a consumer and handles each on a
+// goroutine of its own while it runs (kept for later deliveries), within
+// [Limits]. The consumer's MaxAckPending bounds the
 // goroutines. Deliveries that must keep their key's order go through
 // per-subject lanes and are attempted only as the head of their subject.
 type Runner struct {
@@ -27,6 +32,8 @@ type Runner struct {
 	lanes  *keylane.Lanes
 	log    *slog.Logger
 	wg     sync.WaitGroup
+	// workers run the handlers of deliveries, ordered or not.
+	workers *workers
 
 	// stopWaiting ends waits for a slot: a delivery not yet started when
 	// the dispatcher stops is handed back at once.
@@ -37,7 +44,7 @@ type Runner struct {
 // NewRunner returns a Runner; head finds the head of a delivery subject.
 func NewRunner(h *Handler, limits *Limits, head keylane.HeadFunc, log *slog.Logger) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Runner{h: h, limits: limits, log: log, stopWaiting: ctx, stop: cancel}
+	r := &Runner{h: h, limits: limits, log: log, stopWaiting: ctx, stop: cancel, workers: newWorkers(workerIdle)}
 	r.lanes = keylane.New(head, r.workOrdered, log)
 	return r
 }
@@ -56,7 +63,7 @@ func (r *Runner) Consume(workCtx context.Context, it jetstream.MessagesContext) 
 			continue
 		}
 		r.wg.Add(1)
-		go r.work(workCtx, msg)
+		r.workers.Go(func() { r.work(workCtx, msg) })
 	}
 }
 
@@ -123,8 +130,20 @@ func once(f func()) func() {
 	return func() { o.Do(f) }
 }
 
-// workOrdered handles the head of a key's subject.
+// workOrdered handles the head of a key's subject on a worker, and waits for
+// it: the lane's goroutine (one per subject, short-lived) then never grows
+// its stack through the HTTP client.
 func (r *Runner) workOrdered(ctx context.Context, msg jetstream.Msg) {
+	done := make(chan struct{})
+	r.workers.Go(func() {
+		defer close(done)
+		r.handleHead(ctx, msg)
+	})
+	<-done
+}
+
+// handleHead handles the head of a key's subject.
+func (r *Runner) handleHead(ctx context.Context, msg jetstream.Msg) {
 	d, ok := Decode(msg, r.log)
 	if !ok {
 		return
@@ -155,6 +174,7 @@ func (r *Runner) Wait(timeout time.Duration) bool {
 	go func() { r.wg.Wait(); r.lanes.Wait(timeout); close(done) }()
 	select {
 	case <-done:
+		r.workers.Close()
 		return true
 	case <-time.After(timeout):
 		return false

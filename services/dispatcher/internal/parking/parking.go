@@ -44,24 +44,26 @@ type Item struct {
 
 // Store reads and writes the registry.
 type Store struct {
-	db DB
+	db    DB
+	reads *reads
 }
 
 // New returns a Store over db.
-func New(db DB) *Store { return &Store{db: db} }
+func New(db DB) *Store { return &Store{db: db, reads: &reads{db: db}} }
 
 // AppendIfBlocked parks d (stream sequence seq) behind its key's parked
 // deliveries if the key is blocked, and reports whether it did. The common
-// case, an unblocked key, costs one primary-key read.
+// case, an unblocked key, costs one primary-key read, batched with the reads
+// of other deliveries asking at the same time.
 func (s *Store) AppendIfBlocked(ctx context.Context, d *hooklinev1.Delivery, keyToken string, seq uint64) (bool, error) {
-	var one int
-	err := s.db.QueryRow(ctx, `SELECT 1 FROM blocked_keys WHERE endpoint_id = $1 AND key_token = $2`, d.GetEndpointId(), keyToken).Scan(&one)
-	if errors.Is(err, pgx.ErrNoRows) {
+	blocked, err := s.reads.blocked(ctx, d.GetEndpointId(), keyToken)
+	if err != nil {
+		return false, err
+	}
+	if !blocked {
 		return false, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("read blocked key: %w", err)
-	}
+	var one int
 	payload, err := proto.Marshal(d)
 	if err != nil {
 		return false, fmt.Errorf("encode delivery %s: %w", d.GetId(), err)

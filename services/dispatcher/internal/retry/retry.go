@@ -105,6 +105,13 @@ type Scheduler struct {
 	tracer   trace.Tracer
 	Interval time.Duration
 	Batch    int
+	// Hold, when set, tells a due delivery that would only be held again
+	// without an attempt (its endpoint's circuit is open) and until when:
+	// its row then waits until that time in place, instead of being
+	// republished, consumed and parked again. It must answer false whenever
+	// the dispatcher could do anything else with the delivery (attempt it,
+	// claim the probe, dead-letter it as expired).
+	Hold func(d *hooklinev1.Delivery, now time.Time) (until time.Time, held bool)
 }
 
 // NewScheduler returns a Scheduler polling every 500 ms, 200 rows at a time.
@@ -140,8 +147,9 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}
 }
 
-// Tick republishes up to Batch due deliveries and removes their rows. It
-// returns how many it republished. A crash between publish and commit
+// Tick republishes up to Batch due deliveries and removes their rows, or
+// moves the rows of deliveries [Scheduler.Hold] holds to when they are due
+// again. It returns how many rows it handled. A crash between publish and commit
 // republishes them again, and the stream's duplicate window drops the copies.
 func (s *Scheduler) Tick(ctx context.Context) (int, error) {
 	tx, err := s.db.Begin(ctx)
@@ -159,10 +167,13 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 		return 0, fmt.Errorf("select due retries: %w", err)
 	}
 	var (
-		idsDone []string
-		msgs    []*nats.Msg
-		spans   []trace.Span
+		idsDone    []string
+		msgs       []*nats.Msg
+		spans      []trace.Span
+		heldIDs    []string
+		heldUntils []time.Time
 	)
+	now := time.Now()
 	defer func() {
 		for _, sp := range spans {
 			sp.End()
@@ -179,12 +190,20 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 			rows.Close()
 			return 0, fmt.Errorf("scan due retry: %w", err)
 		}
-		idsDone = append(idsDone, id)
 		d := &hooklinev1.Delivery{}
 		if err := proto.Unmarshal(payload, d); err != nil {
 			s.log.Error("undecodable parked delivery, dropped", "delivery_id", id, "err", err)
+			idsDone = append(idsDone, id)
 			continue
 		}
+		if s.Hold != nil {
+			if until, held := s.Hold(d, now); held && until.After(now) {
+				heldIDs = append(heldIDs, id)
+				heldUntils = append(heldUntils, until)
+				continue
+			}
+		}
+		idsDone = append(idsDone, id)
 		m := bus.NewMsg(bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), d.GetOrderingKey()), MsgID(d, due), payload)
 		// A retry, perhaps hours after its trace ended, starts a trace of
 		// its own, linked to the one it was parked in.
@@ -199,17 +218,29 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("read due retries: %w", err)
 	}
-	if len(idsDone) == 0 {
+	if len(idsDone) == 0 && len(heldIDs) == 0 {
 		return 0, nil
 	}
-	if err := bus.PublishAll(ctx, s.js, msgs...); err != nil {
-		return 0, err
+	if len(heldIDs) > 0 {
+		if _, err := tx.Exec(ctx, `
+UPDATE delivery_retries r SET due_at = h.due_at
+FROM unnest($1::text[], $2::timestamptz[]) AS h(delivery_id, due_at)
+WHERE r.delivery_id = h.delivery_id`, heldIDs, heldUntils); err != nil {
+			return 0, fmt.Errorf("hold retries of open circuits: %w", err)
+		}
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM delivery_retries WHERE delivery_id = ANY($1)`, idsDone); err != nil {
-		return 0, fmt.Errorf("delete republished retries: %w", err)
+	if len(msgs) > 0 {
+		if err := bus.PublishAll(ctx, s.js, msgs...); err != nil {
+			return 0, err
+		}
+	}
+	if len(idsDone) > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM delivery_retries WHERE delivery_id = ANY($1)`, idsDone); err != nil {
+			return 0, fmt.Errorf("delete republished retries: %w", err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit republished retries: %w", err)
 	}
-	return len(msgs), nil
+	return len(msgs) + len(heldIDs), nil
 }

@@ -1,0 +1,116 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/keylane"
+	"github.com/hookline/hookline/pkg/natstest"
+)
+
+func deliveriesStream(t testing.TB) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.EnsureStreams(context.Background(), js, bus.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(context.Background(), bus.StreamDeliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, s
+}
+
+// TestHeadLookupAgreesWithStreamHead: the cheap lookup answers what
+// keylane.StreamHead answers, for present, absent and advanced heads.
+func TestHeadLookupAgreesWithStreamHead(t *testing.T) {
+	t.Parallel()
+	js, s := deliveriesStream(t)
+	ctx := t.Context()
+	subj := func(k int) string { return bus.DeliverySubject("acme", "ep_1", bus.KeyToken(fmt.Sprint("key", k))) }
+	data := bytes.Repeat([]byte(`{"x":"\u00e9\"quoted\""}`), 50)
+	for i := range 3 {
+		for k := range 3 {
+			if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subj(k), Data: data, Header: nats.Header{"Seq": []string{fmt.Sprint(i)}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Advance key 1's head past its first message.
+	seq, found, err := keylane.StreamHead(s)(ctx, subj(1))
+	if err != nil || !found {
+		t.Fatal(found, err)
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+	want, got := keylane.StreamHead(s), HeadLookup(js, bus.StreamDeliveries)
+	for k := range 5 { // keys 3 and 4 have no message
+		ws, wf, werr := want(ctx, subj(k))
+		gs, gf, gerr := got(ctx, subj(k))
+		if werr != nil || gerr != nil || ws != gs || wf != gf {
+			t.Errorf("key %d: lookup = %d, %v, %v; StreamHead = %d, %v, %v", k, gs, gf, gerr, ws, wf, werr)
+		}
+	}
+	if _, _, err := HeadLookup(js, "NO_SUCH_STREAM")(ctx, subj(0)); err == nil {
+		t.Error("no error for a missing stream")
+	}
+}
+
+// BenchmarkHeadLookup looks up the head of a subject holding 1 KiB messages.
+func BenchmarkHeadLookup(b *testing.B) {
+	js, s := deliveriesStream(b)
+	ctx := context.Background()
+	subject := bus.DeliverySubject("acme", "ep_1", bus.KeyToken("k"))
+	for range 5 {
+		if _, err := js.Publish(ctx, subject, bytes.Repeat([]byte("a"), 1024)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for name, head := range map[string]keylane.HeadFunc{"lookup": HeadLookup(js, bus.StreamDeliveries), "getmsg": keylane.StreamHead(s)} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok, err := head(ctx, subject); err != nil || !ok {
+					b.Fatal(ok, err)
+				}
+			}
+		})
+	}
+}
+
+func TestParseHead(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, answer string
+		seq          uint64
+		found, err   bool
+	}{
+		{"message", `{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"a.b","seq":42,"hdrs":"eyJzZXEiOjF9","data":"InNlcSI6OTki","time":"2026-11-22T10:00:00Z"}}`, 42, true, false},
+		{"spaced", `{"type": "x", "message": {"subject": "a.b", "seq": 7, "data": "AA=="}}`, 7, true, false},
+		{"not found", `{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":404,"err_code":10037,"description":"no message found"}}`, 0, false, false},
+		{"other error", `{"type":"x","error":{"code":503,"err_code":10008,"description":"jetstream unavailable"}}`, 0, false, true},
+		{"garbage", `not json`, 0, false, true},
+		{"no message", `{"type":"x"}`, 0, false, true},
+	} {
+		seq, found, err := parseHead("s", &nats.Msg{Data: []byte(tc.answer)})
+		if seq != tc.seq || found != tc.found || (err != nil) != tc.err {
+			t.Errorf("%s: %d, %v, %v; want %d, %v, error %v", tc.name, seq, found, err, tc.seq, tc.found, tc.err)
+		}
+	}
+}
