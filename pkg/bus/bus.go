@@ -80,6 +80,11 @@ func AttemptSubject(tenant, endpoint string) string {
 	return attemptPrefix + tenant + "." + endpoint
 }
 
+// AttemptBatchSubject is where the dispatcher reports the outcomes of
+// several attempts in one message (hooklinev1.AttemptOutcomes). "_batch"
+// cannot be a tenant id, which starts with a letter or digit.
+const AttemptBatchSubject = attemptPrefix + "_batch"
+
 // DeadSubject is where a delivery that will not be attempted again goes.
 func DeadSubject(tenant, endpoint string) string {
 	return deadPrefix + tenant + "." + endpoint

@@ -1,6 +1,10 @@
 package bus
 
-import "strconv"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+)
 
 // Nats-Msg-Id values. Each is derived from what is published, so a repeated
 // publish of the same thing (after a crash, a redelivery or a relay) falls in
@@ -17,6 +21,20 @@ func DeliveryMsgID(deliveryID string, attempts uint32) string {
 // AttemptMsgID identifies an attempt's outcome.
 func AttemptMsgID(deliveryID string, attempt uint32) string {
 	return "att:" + deliveryID + ":" + strconv.FormatUint(uint64(attempt), 10)
+}
+
+// AttemptBatchMsgID identifies a batch of attempt outcomes by the
+// (delivery id, attempt) pairs it holds, in order: the same batch published
+// again is dropped, and two different batches never share an id.
+func AttemptBatchMsgID(deliveryIDs []string, attempts []uint32) string {
+	h := sha256.New()
+	var num [10]byte
+	for i, id := range deliveryIDs {
+		_, _ = h.Write([]byte(id))
+		_, _ = h.Write(strconv.AppendUint(append(num[:0], ':'), uint64(attempts[i]), 10))
+		_, _ = h.Write([]byte{0})
+	}
+	return "atb:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // DeadMsgID identifies a dead letter of a delivery after attempts attempts.

@@ -494,6 +494,62 @@ func (x *AttemptOutcome) GetDeadLetterId() string {
 	return ""
 }
 
+// AttemptOutcomes carries the outcomes of several attempts in one message on
+// hookline.attempt._batch, so that a busy dispatcher stores one JetStream
+// message per group of attempts instead of one per attempt. Each outcome's
+// traceparent is the W3C trace context of its attempt.
+type AttemptOutcomes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Outcomes      []*AttemptOutcome      `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	Traceparents  []string               `protobuf:"bytes,2,rep,name=traceparents,proto3" json:"traceparents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptOutcomes) Reset() {
+	*x = AttemptOutcomes{}
+	mi := &file_hookline_v1_bus_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptOutcomes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptOutcomes) ProtoMessage() {}
+
+func (x *AttemptOutcomes) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_bus_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptOutcomes.ProtoReflect.Descriptor instead.
+func (*AttemptOutcomes) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AttemptOutcomes) GetOutcomes() []*AttemptOutcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
+func (x *AttemptOutcomes) GetTraceparents() []string {
+	if x != nil {
+		return x.Traceparents
+	}
+	return nil
+}
+
 // DeadLetter is a delivery that will not be attempted again, published by the
 // dispatcher (or by fan-out, for disabled endpoints) on
 // hookline.dead.<tenant>.<endpoint>.
@@ -513,7 +569,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[3]
+	mi := &file_hookline_v1_bus_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +581,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[3]
+	mi := &file_hookline_v1_bus_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +594,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{3}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeadLetter) GetDelivery() *Delivery {
@@ -613,7 +669,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[4]
+	mi := &file_hookline_v1_bus_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +681,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[4]
+	mi := &file_hookline_v1_bus_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +694,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{4}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Endpoint) GetId() string {
@@ -757,7 +813,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[5]
+	mi := &file_hookline_v1_bus_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +825,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[5]
+	mi := &file_hookline_v1_bus_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +838,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{5}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Secret) GetValue() string {
@@ -854,7 +910,10 @@ const file_hookline_v1_bus_proto_rawDesc = "" +
 	"\tsucceeded\x18\v \x01(\bR\tsucceeded\x123\n" +
 	"\x06status\x18\f \x01(\x0e2\x1b.hookline.v1.DeliveryStatusR\x06status\x12\x1b\n" +
 	"\treplay_id\x18\r \x01(\tR\breplayId\x12$\n" +
-	"\x0edead_letter_id\x18\x0e \x01(\tR\fdeadLetterId\"\xf1\x01\n" +
+	"\x0edead_letter_id\x18\x0e \x01(\tR\fdeadLetterId\"n\n" +
+	"\x0fAttemptOutcomes\x127\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x1b.hookline.v1.AttemptOutcomeR\boutcomes\x12\"\n" +
+	"\ftraceparents\x18\x02 \x03(\tR\ftraceparents\"\xf1\x01\n" +
 	"\n" +
 	"DeadLetter\x121\n" +
 	"\bdelivery\x18\x01 \x01(\v2\x15.hookline.v1.DeliveryR\bdelivery\x12\x16\n" +
@@ -910,34 +969,36 @@ func file_hookline_v1_bus_proto_rawDescGZIP() []byte {
 }
 
 var file_hookline_v1_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hookline_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_hookline_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_hookline_v1_bus_proto_goTypes = []any{
 	(DeliveryStatus)(0),           // 0: hookline.v1.DeliveryStatus
 	(*Event)(nil),                 // 1: hookline.v1.Event
 	(*Delivery)(nil),              // 2: hookline.v1.Delivery
 	(*AttemptOutcome)(nil),        // 3: hookline.v1.AttemptOutcome
-	(*DeadLetter)(nil),            // 4: hookline.v1.DeadLetter
-	(*Endpoint)(nil),              // 5: hookline.v1.Endpoint
-	(*Secret)(nil),                // 6: hookline.v1.Secret
-	nil,                           // 7: hookline.v1.Endpoint.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*AttemptOutcomes)(nil),       // 4: hookline.v1.AttemptOutcomes
+	(*DeadLetter)(nil),            // 5: hookline.v1.DeadLetter
+	(*Endpoint)(nil),              // 6: hookline.v1.Endpoint
+	(*Secret)(nil),                // 7: hookline.v1.Secret
+	nil,                           // 8: hookline.v1.Endpoint.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_hookline_v1_bus_proto_depIdxs = []int32{
-	8,  // 0: hookline.v1.Event.accepted_at:type_name -> google.protobuf.Timestamp
-	8,  // 1: hookline.v1.Delivery.accepted_at:type_name -> google.protobuf.Timestamp
-	8,  // 2: hookline.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 3: hookline.v1.AttemptOutcome.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 0: hookline.v1.Event.accepted_at:type_name -> google.protobuf.Timestamp
+	9,  // 1: hookline.v1.Delivery.accepted_at:type_name -> google.protobuf.Timestamp
+	9,  // 2: hookline.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 3: hookline.v1.AttemptOutcome.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: hookline.v1.AttemptOutcome.status:type_name -> hookline.v1.DeliveryStatus
-	2,  // 5: hookline.v1.DeadLetter.delivery:type_name -> hookline.v1.Delivery
-	8,  // 6: hookline.v1.DeadLetter.dead_at:type_name -> google.protobuf.Timestamp
-	7,  // 7: hookline.v1.Endpoint.headers:type_name -> hookline.v1.Endpoint.HeadersEntry
-	6,  // 8: hookline.v1.Endpoint.secrets:type_name -> hookline.v1.Secret
-	8,  // 9: hookline.v1.Secret.expires_at:type_name -> google.protobuf.Timestamp
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 5: hookline.v1.AttemptOutcomes.outcomes:type_name -> hookline.v1.AttemptOutcome
+	2,  // 6: hookline.v1.DeadLetter.delivery:type_name -> hookline.v1.Delivery
+	9,  // 7: hookline.v1.DeadLetter.dead_at:type_name -> google.protobuf.Timestamp
+	8,  // 8: hookline.v1.Endpoint.headers:type_name -> hookline.v1.Endpoint.HeadersEntry
+	7,  // 9: hookline.v1.Endpoint.secrets:type_name -> hookline.v1.Secret
+	9,  // 10: hookline.v1.Secret.expires_at:type_name -> google.protobuf.Timestamp
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_hookline_v1_bus_proto_init() }
@@ -951,7 +1012,7 @@ func file_hookline_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookline_v1_bus_proto_rawDesc), len(file_hookline_v1_bus_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -31,6 +31,7 @@ import (
 	"github.com/hookline/hookline/services/dispatcher/internal/breaker"
 	"github.com/hookline/hookline/services/dispatcher/internal/delivery"
 	"github.com/hookline/hookline/services/dispatcher/internal/dispatch"
+	"github.com/hookline/hookline/services/dispatcher/internal/outcomes"
 	"github.com/hookline/hookline/services/dispatcher/internal/parking"
 	"github.com/hookline/hookline/services/dispatcher/internal/ratelimit"
 	"github.com/hookline/hookline/services/dispatcher/internal/retry"
@@ -181,6 +182,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		func(ctx context.Context, id string) error { return disableEndpoint(ctx, pool, kv, id) },
 		js, log)
 	h.Keys = parking.New(pool)
+	batcher := outcomes.New(js)
+	batcher.Start()
+	h.Outcomes = batcher
 	h.Metrics = m
 	h.Breaker = circuits
 	h.Rates = ratelimit.New(members.Count)
@@ -203,6 +207,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	it, err := cons.Messages(jetstream.PullMaxMessages(min(2*concurrency, 500)))
 	if err != nil {
+		batcher.Close()
 		stopBackground()
 		bg.Wait()
 		return fmt.Errorf("consume %s: %w", bus.StreamDeliveries, err)
@@ -238,6 +243,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	case <-time.After(cfg.ShutdownTimeout):
 		log.Warn("blocked-key drains did not finish in time; their leases expire")
 	}
+	batcher.Close() // the handlers are done: publish what they handed in
 	stopBackground()
 	bg.Wait()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -42,6 +42,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/telemetry"
@@ -111,6 +112,17 @@ func (w *Writer) startSpan(ctx context.Context, msgs []jetstream.Msg) (context.C
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("hookline.outcomes", len(msgs)))
 		for _, m := range msgs {
+			if m.Subject() == bus.AttemptBatchSubject {
+				var batch hooklinev1.AttemptOutcomes
+				if proto.Unmarshal(m.Data(), &batch) == nil {
+					for _, tp := range batch.GetTraceparents() {
+						if sc := telemetry.SpanContext(tp); sc.IsValid() {
+							span.AddLink(trace.Link{SpanContext: sc})
+						}
+					}
+				}
+				continue
+			}
 			if sc := trace.SpanContextFromContext(telemetry.Extract(context.Background(), m.Headers())); sc.IsValid() {
 				span.AddLink(trace.Link{SpanContext: sc})
 			}
@@ -209,6 +221,22 @@ func (w *Writer) Maintain(ctx context.Context, now time.Time) error {
 func (w *Writer) Write(ctx context.Context, msgs []jetstream.Msg) error {
 	outs := make([]*hooklinev1.AttemptOutcome, 0, len(msgs))
 	for _, m := range msgs {
+		if m.Subject() == bus.AttemptBatchSubject {
+			var batch hooklinev1.AttemptOutcomes
+			if err := proto.Unmarshal(m.Data(), &batch); err != nil {
+				w.log.Error("undecodable attempt outcomes, dropped", "subject", m.Subject(), "err", err)
+				_ = m.Term()
+				continue
+			}
+			for _, o := range batch.GetOutcomes() {
+				if o.GetDeliveryId() == "" || o.GetAttempt() == 0 {
+					w.log.Error("attempt outcome without delivery or attempt, dropped", "subject", m.Subject())
+					continue
+				}
+				outs = append(outs, o)
+			}
+			continue
+		}
 		o := &hooklinev1.AttemptOutcome{}
 		if err := proto.Unmarshal(m.Data(), o); err != nil || o.GetDeliveryId() == "" || o.GetAttempt() == 0 {
 			w.log.Error("undecodable attempt outcome, dropped", "subject", m.Subject(), "err", err)
@@ -217,18 +245,26 @@ func (w *Writer) Write(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		outs = append(outs, o)
 	}
-	resolved, err := store(ctx, w.db, outs)
-	if err != nil {
-		return err
-	}
-	if w.Metrics != nil && resolved > 0 {
-		w.Metrics.DeadLettersResolved.Add(float64(resolved))
+	// A fetch of grouped outcomes can hold many thousands: they are stored
+	// a chunk per transaction (storing one again changes nothing, so a
+	// failure part-way is retried whole).
+	for chunk := range slices.Chunk(outs, storeChunk) {
+		resolved, err := store(ctx, w.db, chunk)
+		if err != nil {
+			return err
+		}
+		if w.Metrics != nil && resolved > 0 {
+			w.Metrics.DeadLettersResolved.Add(float64(resolved))
+		}
 	}
 	if w.AutoDisableAfter <= 0 || w.SyncEndpoint == nil {
 		return nil
 	}
 	return w.autoDisable(ctx, failingEndpoints(outs))
 }
+
+// storeChunk is the most outcomes written in one transaction.
+const storeChunk = 2000
 
 // Store writes outcomes in one transaction: each attempt once, each delivery
 // moved forward (a later attempt wins; a succeeded or dead delivery never

@@ -80,11 +80,21 @@ type Handler struct {
 	Rates   RateLimiter
 	// Keys is the blocked-key registry of ordered delivery.
 	Keys *parking.Store
+	// Outcomes, when set, publishes attempt outcomes grouped with those of
+	// concurrent deliveries (see package outcomes); without it each goes
+	// alone on hookline.attempt.<tenant>.<endpoint>.
+	Outcomes OutcomePublisher
 	// Metrics counts attempts, retries and disabled endpoints; NewHandler
 	// sets one nobody serves.
 	Metrics  *metrics.Metrics
 	tracer   trace.Tracer
 	attempts atomic.Pointer[attemptCache]
+}
+
+// OutcomePublisher publishes an attempt's outcome and returns once JetStream
+// acknowledged it; *outcomes.Batcher implements it.
+type OutcomePublisher interface {
+	Publish(ctx context.Context, o *hooklinev1.AttemptOutcome, traceparent string) error
 }
 
 // NewHandler returns a Handler; every field must be set.
@@ -563,6 +573,14 @@ func (h *Handler) handleOrdered(ctx context.Context, msg jetstream.Msg, d *hookl
 // and waits for JetStream's acknowledgements.
 func (h *Handler) publish(ctx context.Context, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter) error {
 	var msgs []*nats.Msg
+	if o != nil && h.Outcomes != nil {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		defer cancel()
+		if err := h.Outcomes.Publish(pctx, o, telemetry.Traceparent(ctx)); err != nil {
+			return err
+		}
+		o = nil
+	}
 	if o != nil {
 		b, err := proto.Marshal(o)
 		if err != nil {

@@ -1,0 +1,200 @@
+// Package outcomes publishes attempt outcomes to JetStream in groups: the
+// outcomes that callers hand in while a publish is on its way travel
+// together, as one hooklinev1.AttemptOutcomes message on
+// [bus.AttemptBatchSubject], so that a busy dispatcher stores, delivers and
+// acknowledges one message per group instead of one per attempt. A lone
+// caller waits for nothing: its outcome goes at once, in a group of one.
+//
+// A caller's Publish returns only once JetStream acknowledged the message
+// holding its outcome, so a delivery is still acknowledged only after its
+// outcome is durable.
+package outcomes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hookline/hookline/pkg/bus"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+// AsyncPublisher is the part of jetstream.JetStream a Batcher uses.
+type AsyncPublisher interface {
+	PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
+// Defaults: how many outcomes and bytes one message holds at most, and how
+// many messages are on their way at once.
+const (
+	DefaultMaxOutcomes = 256
+	DefaultMaxBytes    = 256 << 10
+	DefaultInFlight    = 4
+	publishTimeout     = 10 * time.Second
+)
+
+// ErrClosed is returned by Publish after Close.
+var ErrClosed = errors.New("outcome batcher closed")
+
+// Batcher groups outcomes into messages. Start it before the first Publish
+// and Close it once no Publish is running.
+type Batcher struct {
+	js          AsyncPublisher
+	maxOutcomes int
+	maxBytes    int
+	inFlight    int
+	timeout     time.Duration
+
+	reqs   chan *request
+	mu     sync.RWMutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+type request struct {
+	outcome     *hooklinev1.AttemptOutcome
+	traceparent string
+	size        int
+	done        chan error
+}
+
+// New returns a Batcher publishing through js with the defaults.
+func New(js AsyncPublisher) *Batcher {
+	return &Batcher{
+		js:          js,
+		maxOutcomes: DefaultMaxOutcomes,
+		maxBytes:    DefaultMaxBytes,
+		inFlight:    DefaultInFlight,
+		timeout:     publishTimeout,
+		reqs:        make(chan *request, 4096),
+	}
+}
+
+// Start starts the publishing goroutines.
+func (b *Batcher) Start() {
+	for range b.inFlight {
+		b.wg.Go(b.run)
+	}
+}
+
+// Close lets the goroutines finish what was handed in and waits for them.
+// Publish calls that start afterwards fail with ErrClosed.
+func (b *Batcher) Close() {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.reqs)
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// Publish hands o in and waits until JetStream acknowledged the message that
+// holds it, or ctx ends (then the outcome may still be published: writing it
+// to the attempt log again changes nothing). traceparent is the W3C trace
+// context of the attempt, or "".
+func (b *Batcher) Publish(ctx context.Context, o *hooklinev1.AttemptOutcome, traceparent string) error {
+	r := &request{outcome: o, traceparent: traceparent, size: proto.Size(o) + len(traceparent) + 8, done: make(chan error, 1)}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case b.reqs <- r:
+		b.mu.RUnlock()
+	case <-ctx.Done():
+		b.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run publishes groups until the request channel is closed and drained: it
+// waits for one request, takes whatever else is queued (up to the limits),
+// publishes them as one message and waits for its acknowledgement.
+func (b *Batcher) run() {
+	var group []*request
+	var carry *request
+	for {
+		group = group[:0]
+		if carry != nil {
+			group, carry = append(group, carry), nil
+		} else {
+			r, ok := <-b.reqs
+			if !ok {
+				return
+			}
+			group = append(group, r)
+		}
+		size := group[0].size
+	take:
+		for len(group) < b.maxOutcomes {
+			select {
+			case r, ok := <-b.reqs:
+				if !ok {
+					break take
+				}
+				if size+r.size > b.maxBytes {
+					carry = r
+					break take
+				}
+				group = append(group, r)
+				size += r.size
+			default:
+				break take
+			}
+		}
+		err := b.publish(group)
+		for _, r := range group {
+			r.done <- err
+		}
+		if carry == nil {
+			continue
+		}
+		// A request that did not fit starts the next group at once.
+	}
+}
+
+// publish sends group as one message and waits for its acknowledgement.
+func (b *Batcher) publish(group []*request) error {
+	msg := &hooklinev1.AttemptOutcomes{
+		Outcomes:     make([]*hooklinev1.AttemptOutcome, len(group)),
+		Traceparents: make([]string, len(group)),
+	}
+	ids := make([]string, len(group))
+	attempts := make([]uint32, len(group))
+	for i, r := range group {
+		msg.Outcomes[i], msg.Traceparents[i] = r.outcome, r.traceparent
+		ids[i], attempts[i] = r.outcome.GetDeliveryId(), r.outcome.GetAttempt()
+	}
+	data, err := proto.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("encode %d attempt outcomes: %w", len(group), err)
+	}
+	f, err := b.js.PublishMsgAsync(bus.NewMsg(bus.AttemptBatchSubject, bus.AttemptBatchMsgID(ids, attempts), data))
+	if err != nil {
+		return fmt.Errorf("publish %d attempt outcomes: %w", len(group), err)
+	}
+	t := time.NewTimer(b.timeout)
+	defer t.Stop()
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return fmt.Errorf("publish %d attempt outcomes: %w", len(group), err)
+	case <-t.C:
+		return fmt.Errorf("publish %d attempt outcomes: no acknowledgement within %s", len(group), b.timeout)
+	}
+}
