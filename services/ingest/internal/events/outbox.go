@@ -80,20 +80,30 @@ func (o *outbox) forget(events []*hooklinev1.Event) {
 	}
 }
 
+// outboxLinger is how long the first row queued waits for others before
+// its DELETE goes: nobody waits for it, and at a few hundred events a second
+// it turns a statement per event into one per a few dozen (a round trip
+// costs ingest and PostgreSQL far more than a row). It must stay far below
+// the relay's age, or the relay would republish what is about to go.
+const outboxLinger = 50 * time.Millisecond
+
 func (o *outbox) run() {
 	var rows outboxRows
+	linger := time.NewTimer(outboxLinger)
 	for {
 		rows.reset()
 		rows.add(<-o.keys)
+		linger.Reset(outboxLinger)
 	collect:
 		for len(rows.idList) < outboxDeleteMax {
 			select {
 			case k := <-o.keys:
 				rows.add(k)
-			default:
+			case <-linger.C:
 				break collect
 			}
 		}
+		linger.Stop()
 		if err := o.delete(context.Background(), &rows); err != nil {
 			o.log.Warn("delete outbox rows of published events; the relay will publish them again",
 				"err", err, "events", len(rows.idList))
