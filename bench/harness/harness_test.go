@@ -144,6 +144,10 @@ func TestParseProc(t *testing.T) {
 	if _, err := parseStatCPU([]byte("garbage")); err == nil {
 		t.Fatal("parseStatCPU accepted garbage")
 	}
+	idle, total, err := parseMachineCPU([]byte("cpu  100 5 50 800 45 0 0 0 0 0\ncpu0 50 2 25 400 20 0 0 0 0 0\n"))
+	if err != nil || idle != 845 || total != 1000 {
+		t.Fatalf("parseMachineCPU = %d, %d, %v; want 845 of 1000", idle, total, err)
+	}
 	// The postmaster: 1 s of its own, 12.5 s of reaped backends.
 	postmaster := []byte("800 (postgres) S 1 800 800 0 -1 4194560 5000 0 0 0 60 40 1000 250 20 0 1 0 100 1000000 2000 18446744073709551615\n")
 	self, children, err := parseStatTimes(postmaster)

@@ -230,3 +230,54 @@ func postgresCPU() float64 {
 	}
 	return sum
 }
+
+// idleBusy is the share of the machine's CPU time below which it counts as
+// idle between scenarios.
+const idleBusy = 0.15
+
+// waitIdle waits until the machine's CPUs were busy less than busy of the
+// time over a quarter of a second, or until within has passed.
+func waitIdle(ctx context.Context, busy float64, within time.Duration) {
+	deadline := time.Now().Add(within)
+	prevIdle, prevTotal, err := machineCPU()
+	for err == nil && ctx.Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(250 * time.Millisecond)
+		idle, total, e := machineCPU()
+		if e != nil || total <= prevTotal {
+			return
+		}
+		if 1-float64(idle-prevIdle)/float64(total-prevTotal) < busy {
+			return
+		}
+		prevIdle, prevTotal = idle, total
+	}
+}
+
+// machineCPU reads the idle (idle + iowait) and total time of all CPUs from
+// /proc/stat, in clock ticks.
+func machineCPU() (idle, total uint64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	return parseMachineCPU(b)
+}
+
+func parseMachineCPU(b []byte) (idle, total uint64, err error) {
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0, errors.New("no cpu line in /proc/stat")
+	}
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("parse /proc/stat: %w", err)
+		}
+		total += n
+		if i == 3 || i == 4 { // idle, iowait
+			idle += n
+		}
+	}
+	return idle, total, nil
+}

@@ -201,6 +201,9 @@ func (e *env) runScenario(ctx context.Context, idx int, sc Scenario) (res Result
 		return res, err
 	}
 	waitQuiet(ctx, e.js, 10*time.Second)
+	// The previous scenario's aftermath (PostgreSQL's autovacuum and
+	// checkpoint, say) must not land in this one's figures.
+	waitIdle(ctx, idleBusy, max(20*time.Second, e.opts.scaled(20*time.Second)))
 
 	spec := loadSpec{via: sc.Via, rate: sc.Rate, keys: sc.Keys, duration: e.opts.scaled(sc.Duration), count: e.opts.Events, window: e.opts.Window}
 	expect := int64(10_000)
