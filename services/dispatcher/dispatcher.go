@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	owner := replicaID()
-	head := dispatch.HeadLookup(js, bus.StreamDeliveries)
+	head := keylane.Lookup(js, bus.StreamDeliveries)
 	if err := checkHeadLookup(ctx, head); err != nil {
 		stopBackground()
 		bg.Wait()

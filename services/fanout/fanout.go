@@ -97,11 +97,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go m.WatchConsumers(cacheCtx, js, []metrics.ConsumerRef{{Stream: bus.StreamEvents, Consumer: bus.ConsumerFanout}}, metricsInterval, log)
 	ln := fanout.NewLanes(lanes, laneDepth, h.Handle)
 	ln.Start(workCtx)
-	events, err := js.Stream(ctx, bus.StreamEvents)
-	if err != nil {
-		return startErr(ctx, fmt.Errorf("open stream %s: %w", bus.StreamEvents, err))
-	}
-	head := keylane.StreamHead(events)
+	head := keylane.Lookup(js, bus.StreamEvents)
 	if _, _, err := head(ctx, bus.EventSubject("_", "")); err != nil {
 		return startErr(ctx, fmt.Errorf("NATS server cannot look up the head of a subject (needed for per-key order): %w", err))
 	}

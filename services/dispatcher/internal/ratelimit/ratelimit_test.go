@@ -40,7 +40,16 @@ func TestMembersCountEachOther(t *testing.T) {
 		ms = append(ms, m)
 		go m.Run(ctx)
 	}
-	time.Sleep(2*Beat + 500*time.Millisecond)
+	// Two beats each normally; a loaded machine may delay a beat (a put or a
+	// key listing past its 2 s timeout changes nothing), so wait for it.
+	deadline := time.Now().Add(5 * TTL)
+	for ms[0].Count() != 2 || ms[1].Count() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas count %d and %d after %s, want 2 and 2", ms[0].Count(), ms[1].Count(), 5*TTL)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Steadily: a count falls only when a key expires (TTL, three beats).
 	for range 20 {
 		for i, m := range ms {
 			if n := m.Count(); n != 2 {

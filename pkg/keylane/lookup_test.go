@@ -1,4 +1,4 @@
-package dispatch
+package keylane_test
 
 import (
 	"bytes"
@@ -36,9 +36,9 @@ func deliveriesStream(t testing.TB) (jetstream.JetStream, jetstream.Stream) {
 	return js, s
 }
 
-// TestHeadLookupAgreesWithStreamHead: the cheap lookup answers what
+// TestLookupAgreesWithStreamHead: the cheap lookup answers what
 // keylane.StreamHead answers, for present, absent and advanced heads.
-func TestHeadLookupAgreesWithStreamHead(t *testing.T) {
+func TestLookupAgreesWithStreamHead(t *testing.T) {
 	t.Parallel()
 	js, s := deliveriesStream(t)
 	ctx := t.Context()
@@ -59,7 +59,7 @@ func TestHeadLookupAgreesWithStreamHead(t *testing.T) {
 	if err := s.DeleteMsg(ctx, seq); err != nil {
 		t.Fatal(err)
 	}
-	want, got := keylane.StreamHead(s), HeadLookup(js, bus.StreamDeliveries)
+	want, got := keylane.StreamHead(s), keylane.Lookup(js, bus.StreamDeliveries)
 	for k := range 5 { // keys 3 and 4 have no message
 		ws, wf, werr := want(ctx, subj(k))
 		gs, gf, gerr := got(ctx, subj(k))
@@ -67,7 +67,7 @@ func TestHeadLookupAgreesWithStreamHead(t *testing.T) {
 			t.Errorf("key %d: lookup = %d, %v, %v; StreamHead = %d, %v, %v", k, gs, gf, gerr, ws, wf, werr)
 		}
 	}
-	if _, _, err := HeadLookup(js, "NO_SUCH_STREAM")(ctx, subj(0)); err == nil {
+	if _, _, err := keylane.Lookup(js, "NO_SUCH_STREAM")(ctx, subj(0)); err == nil {
 		t.Error("no error for a missing stream")
 	}
 }
@@ -82,7 +82,7 @@ func BenchmarkHeadLookup(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for name, head := range map[string]keylane.HeadFunc{"lookup": HeadLookup(js, bus.StreamDeliveries), "getmsg": keylane.StreamHead(s)} {
+	for name, head := range map[string]keylane.HeadFunc{"lookup": keylane.Lookup(js, bus.StreamDeliveries), "getmsg": keylane.StreamHead(s)} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -91,26 +91,5 @@ func BenchmarkHeadLookup(b *testing.B) {
 				}
 			}
 		})
-	}
-}
-
-func TestParseHead(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name, answer string
-		seq          uint64
-		found, err   bool
-	}{
-		{"message", `{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"a.b","seq":42,"hdrs":"eyJzZXEiOjF9","data":"InNlcSI6OTki","time":"2026-11-22T10:00:00Z"}}`, 42, true, false},
-		{"spaced", `{"type": "x", "message": {"subject": "a.b", "seq": 7, "data": "AA=="}}`, 7, true, false},
-		{"not found", `{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":404,"err_code":10037,"description":"no message found"}}`, 0, false, false},
-		{"other error", `{"type":"x","error":{"code":503,"err_code":10008,"description":"jetstream unavailable"}}`, 0, false, true},
-		{"garbage", `not json`, 0, false, true},
-		{"no message", `{"type":"x"}`, 0, false, true},
-	} {
-		seq, found, err := parseHead("s", &nats.Msg{Data: []byte(tc.answer)})
-		if seq != tc.seq || found != tc.found || (err != nil) != tc.err {
-			t.Errorf("%s: %d, %v, %v; want %d, %v, error %v", tc.name, seq, found, err, tc.seq, tc.found, tc.err)
-		}
 	}
 }

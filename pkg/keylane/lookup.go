@@ -1,4 +1,4 @@
-package dispatch
+package keylane
 
 import (
 	"bytes"
@@ -10,8 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/hookline/hookline/pkg/keylane"
 )
 
 // headTimeout bounds one head lookup.
@@ -20,11 +18,11 @@ const headTimeout = 5 * time.Second
 // errCodeMessageNotFound is JetStream's error code for "no message found".
 const errCodeMessageNotFound = 10037
 
-// HeadLookup is the [keylane.HeadFunc] of stream: a STREAM.MSG.GET with
-// next_by_subj from sequence 1, as [keylane.StreamHead], reading only the
-// sequence of the answer. Stream.GetMsg would decode the whole message
+// Lookup is the [HeadFunc] of stream: a STREAM.MSG.GET with next_by_subj
+// from sequence 1, as [StreamHead], reading only the sequence of the
+// answer. Stream.GetMsg would decode the whole message
 // (JSON, then base64 of its headers and payload) on every keyed delivery.
-func HeadLookup(js jetstream.JetStream, stream string) keylane.HeadFunc {
+func Lookup(js jetstream.JetStream, stream string) HeadFunc {
 	opts := js.Options()
 	prefix := opts.APIPrefix
 	switch {
