@@ -16,6 +16,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // -pprof
 	"os"
 	"os/exec"
 	"os/signal"
@@ -75,8 +78,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	window := fs.Int64("window", 0, "most deliveries outstanding at max rate (default 5000)")
 	commit := fs.String("commit", "", "the code measured, shown in the report (default: git describe)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (embedded NATS, load generator, receiver) to this file")
+	pprofAddr := fs.String("pprof", "", "serve this process's /debug/pprof/ on this address (e.g. 127.0.0.1:6061), to profile one scenario")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *pprofAddr != "" {
+		ln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			return fmt.Errorf("pprof listener: %w", err)
+		}
+		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
