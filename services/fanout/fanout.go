@@ -41,6 +41,9 @@ const (
 	pullBatch = 256
 	// metricsInterval is how often the consumer's backlog is sampled.
 	metricsInterval = 10 * time.Second
+	// circuitsInterval is how often fan-out reads which endpoints' circuits
+	// are open (see fanout.OpenCircuits).
+	circuitsInterval = time.Second
 )
 
 // Run runs the service until ctx ends, then shuts down gracefully and returns
@@ -94,6 +97,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer cancelWork()
 	h := fanout.NewHandler(pool, js, match.New(cache, log), log)
 	h.Metrics = m
+	h.Circuits = fanout.NewOpenCircuits()
+	rctx, cancelRefresh := context.WithTimeout(ctx, 5*time.Second)
+	if err := h.Circuits.Refresh(rctx, pool); err != nil {
+		log.Warn("read open circuits; deliveries go through the dispatchers until the next read", "err", err)
+	}
+	cancelRefresh()
+	go h.Circuits.Run(cacheCtx, pool, circuitsInterval, log)
 	go m.WatchConsumers(cacheCtx, js, []metrics.ConsumerRef{{Stream: bus.StreamEvents, Consumer: bus.ConsumerFanout}}, metricsInterval, log)
 	ln := fanout.NewLanes(lanes, laneDepth, h.Handle)
 	ln.Start(workCtx)

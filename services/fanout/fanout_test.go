@@ -300,3 +300,77 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// A keyless delivery to an endpoint whose circuit is open is parked in
+// delivery_retries, due when the circuit may be probed, instead of going
+// through JetStream; a keyed one, and one to an endpoint with a closed
+// circuit, are published as usual.
+func TestFanoutParksForOpenCircuit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.putEndpoint(t, &hooklinev1.Endpoint{Id: "ep_open"})
+	b.putEndpoint(t, &hooklinev1.Endpoint{Id: "ep_closed"})
+	openUntil := time.Now().Add(time.Hour).UTC().Truncate(time.Microsecond)
+	if _, err := b.pool.Exec(t.Context(), `
+INSERT INTO endpoint_circuits (endpoint_id, circuit, open_until, opens) VALUES
+    ('ep_open', 'open', $1, 1),
+    ('ep_closed', 'closed', NULL, 0)`, openUntil); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t)
+	// Fan-out reads the circuits at start.
+	keyless := newEvent("order.created", "")
+	b.publishEvent(t, keyless, "e1")
+	keyed := newEvent("order.created", "customer-1")
+	b.publishEvent(t, keyed, "e2")
+
+	msgs := b.streamMsgs(t, bus.StreamDeliveries, 3)
+	got := map[string]bool{}
+	for _, m := range msgs {
+		d := &hooklinev1.Delivery{}
+		if err := proto.Unmarshal(m.Data, d); err != nil {
+			t.Fatal(err)
+		}
+		got[d.GetEventId()+"/"+d.GetEndpointId()] = true
+	}
+	for _, want := range []string{keyless.GetId() + "/ep_closed", keyed.GetId() + "/ep_closed", keyed.GetId() + "/ep_open"} {
+		if !got[want] {
+			t.Errorf("no delivery %s published; got %v", want, got)
+		}
+	}
+
+	did := ids.DeliveryFor("acme", keyless.GetId(), "ep_open")
+	var due time.Time
+	var payload []byte
+	var traceparent *string
+	if err := b.pool.QueryRow(t.Context(), `SELECT due_at, payload, traceparent FROM delivery_retries WHERE delivery_id = $1`, did).
+		Scan(&due, &payload, &traceparent); err != nil {
+		t.Fatalf("parked delivery %s: %v", did, err)
+	}
+	if !due.Equal(openUntil) {
+		t.Errorf("due %s, want the circuit's open_until %s", due, openUntil)
+	}
+	d := &hooklinev1.Delivery{}
+	if err := proto.Unmarshal(payload, d); err != nil {
+		t.Fatal(err)
+	}
+	if d.GetId() != did || d.GetEndpointId() != "ep_open" || d.GetAttempts() != 0 || string(d.GetData()) != string(keyless.GetData()) || d.GetCreatedAt() == nil {
+		t.Errorf("parked delivery %v", d)
+	}
+	if n := b.count(t, `SELECT count(*) FROM delivery_retries`); n != 1 {
+		t.Errorf("%d parked rows, want 1", n)
+	}
+	// Every matched endpoint still has its pending row.
+	if rows := b.deliveryRows(t, keyless.GetId()); len(rows) != 2 || rows[did] != "pending" {
+		t.Errorf("delivery rows %v", rows)
+	}
+}
+
+func (b *bundle) count(t *testing.T, q string) int {
+	t.Helper()
+	var n int
+	if err := b.pool.QueryRow(t.Context(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -60,6 +60,9 @@ type Handler struct {
 	// Metrics counts deliveries created and unmatched events; NewHandler
 	// sets one nobody serves.
 	Metrics *metrics.Metrics
+	// Circuits, when set, parks keyless deliveries to endpoints whose
+	// circuit is open in delivery_retries instead of publishing them.
+	Circuits *OpenCircuits
 }
 
 // NewHandler returns a Handler writing to db and publishing through js.
@@ -214,6 +217,7 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 		epids    = make([]string, len(eps))
 		statuses = make([]string, len(eps))
 		msgs     = make([]*nats.Msg, 0, len(eps))
+		parked   held
 	)
 	for i, ep := range eps {
 		d := &hooklinev1.Delivery{
@@ -228,6 +232,20 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			CreatedAt:   timestamppb.New(now),
 		}
 		dids[i], epids[i], statuses[i] = d.GetId(), ep.GetId(), "pending"
+		if until, open := h.heldUntil(ep, d, now); open {
+			// The dispatcher would only park it: park it here.
+			payload, err := proto.Marshal(d)
+			if err != nil {
+				return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
+			}
+			dctx, ds := h.tracer.Start(ctx, "fanout delivery", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+				attribute.String("hookline.endpoint_id", ep.GetId()),
+				attribute.String("hookline.delivery_id", d.GetId()),
+				attribute.Bool("hookline.circuit_open", true)))
+			deliverySpans = append(deliverySpans, ds)
+			parked.add(d.GetId(), d.GetTenantId(), ep.GetId(), until, payload, telemetry.Traceparent(dctx))
+			continue
+		}
 		var m *nats.Msg
 		if ep.GetDisabled() {
 			statuses[i] = "dead"
@@ -263,7 +281,7 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	// share of the fan-out's CPU at full load.
 	opctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	insertErr := h.insert(opctx, dids, epids, statuses, ev.GetTenantId(), ev.GetId())
+	insertErr := h.insert(opctx, &parked, dids, epids, statuses, ev.GetTenantId(), ev.GetId())
 	if err := wait(opctx); err != nil {
 		return err
 	}
@@ -274,19 +292,48 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	return nil
 }
 
-// insert writes an event's deliveries rows: group-committed with the rows of
+// insert writes an event's deliveries rows, and the parked deliveries of
+// open circuits in the same transaction: group-committed with the rows of
 // events fanned out at the same time when the database can take batches.
-func (h *Handler) insert(ctx context.Context, args ...any) error {
+func (h *Handler) insert(ctx context.Context, parked *held, args ...any) error {
 	if h.group == nil {
-		_, err := h.db.Exec(ctx, insertDeliveries, args...)
-		return err
+		if _, err := h.db.Exec(ctx, insertDeliveries, args...); err != nil {
+			return err
+		}
+		if len(parked.ids) > 0 {
+			if _, err := h.db.Exec(ctx, parkSQL, parked.args()...); err != nil {
+				return fmt.Errorf("park deliveries of open circuits: %w", err)
+			}
+		}
+		return nil
 	}
 	b := &pgx.Batch{}
 	b.Queue(insertDeliveries, args...)
+	if len(parked.ids) > 0 {
+		b.Queue(parkSQL, parked.args()...)
+	}
 	return h.group.Do(ctx, b, func(br pgx.BatchResults) error {
-		_, err := br.Exec()
-		return err
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		if len(parked.ids) > 0 {
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("park deliveries of open circuits: %w", err)
+			}
+		}
+		return nil
 	})
+}
+
+// heldUntil reports whether d, about to go to ep, waits for ep's open
+// circuit, and until when. Only keyless (or unordered) deliveries to an
+// enabled endpoint are held here: a keyed one goes to the dispatcher, whose
+// blocked-key bookkeeping keeps its key in order.
+func (h *Handler) heldUntil(ep *hooklinev1.Endpoint, d *hooklinev1.Delivery, now time.Time) (time.Time, bool) {
+	if h.Circuits == nil || ep.GetDisabled() || (d.GetOrderingKey() != "" && ep.GetOrdering() != "none") {
+		return time.Time{}, false
+	}
+	return h.Circuits.Until(ep.GetId(), now)
 }
 
 // insertDeliveries writes one row per matched endpoint in one statement. A
