@@ -137,6 +137,10 @@ func Streams(o Options) []jetstream.StreamConfig {
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    o.Replicas,
+			// Direct gets (the per-key head lookups) skip the JetStream API's
+			// JSON and worker queue. Only on a single replica: with several,
+			// any replica answers a direct get, a lagging one too.
+			AllowDirect: o.Replicas == 1,
 			Duplicates:  o.DedupeWindow,
 			MaxAge:      maxAge,
 			Discard:     jetstream.DiscardOld,

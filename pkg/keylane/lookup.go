@@ -18,11 +18,20 @@ const headTimeout = 5 * time.Second
 // errCodeMessageNotFound is JetStream's error code for "no message found".
 const errCodeMessageNotFound = 10037
 
-// Lookup is the [HeadFunc] of stream: a STREAM.MSG.GET with next_by_subj
-// from sequence 1, as [StreamHead], reading only the sequence of the
-// answer. Stream.GetMsg would decode the whole message
-// (JSON, then base64 of its headers and payload) on every keyed delivery.
-func Lookup(js jetstream.JetStream, stream string) HeadFunc {
+// Lookup is the [HeadFunc] of stream, answering what [StreamHead] answers
+// but reading only the sequence of the answer: Stream.GetMsg decodes the
+// whole message (JSON, then base64 of its headers and payload) on every
+// keyed delivery. When the stream allows direct gets (a single replica, see
+// pkg/bus) it asks DIRECT.GET, which the server answers with the raw message
+// and its sequence in a header, without the JetStream API's JSON and worker
+// queue; otherwise STREAM.MSG.GET, from the stream's leader. Both ask for
+// the first message of the subject from sequence 1 (next_by_subj).
+func Lookup(ctx context.Context, js jetstream.JetStream, stream string) (HeadFunc, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", stream, err)
+	}
+	direct := st.CachedInfo().Config.AllowDirect
 	opts := js.Options()
 	prefix := opts.APIPrefix
 	switch {
@@ -34,7 +43,10 @@ func Lookup(js jetstream.JetStream, stream string) HeadFunc {
 	if prefix[len(prefix)-1] != '.' {
 		prefix += "."
 	}
-	subject := prefix + "STREAM.MSG.GET." + stream
+	subject, parse := prefix+"STREAM.MSG.GET."+stream, parseHead
+	if direct {
+		subject, parse = prefix+"DIRECT.GET."+stream, parseDirectHead
+	}
 	nc := js.Conn()
 	return func(ctx context.Context, subj string) (uint64, bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, headTimeout)
@@ -50,8 +62,28 @@ func Lookup(js jetstream.JetStream, stream string) HeadFunc {
 		if err != nil {
 			return 0, false, fmt.Errorf("get head of %s: %w", subj, err)
 		}
-		return parseHead(subj, msg)
+		return parse(subj, msg)
+	}, nil
+}
+
+// parseDirectHead reads the sequence out of a DIRECT.GET answer: the
+// message with a Nats-Sequence header, or a "404" status without one.
+func parseDirectHead(subj string, msg *nats.Msg) (uint64, bool, error) {
+	if status := msg.Header.Get("Status"); status != "" && len(msg.Data) == 0 {
+		if status == "404" {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("get head of %s: status %s %s", subj, status, msg.Header.Get("Description"))
 	}
+	seq := msg.Header.Get(jetstream.SequenceHeader)
+	if seq == "" {
+		return 0, false, fmt.Errorf("get head of %s: answer without %s", subj, jetstream.SequenceHeader)
+	}
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("get head of %s: %s %q: %w", subj, jetstream.SequenceHeader, seq, err)
+	}
+	return n, true, nil
 }
 
 // parseHead reads the sequence out of a STREAM.MSG.GET answer.

@@ -40,7 +40,28 @@ func deliveriesStream(t testing.TB) (jetstream.JetStream, jetstream.Stream) {
 // keylane.StreamHead answers, for present, absent and advanced heads.
 func TestLookupAgreesWithStreamHead(t *testing.T) {
 	t.Parallel()
-	js, s := deliveriesStream(t)
+	t.Run("direct get", func(t *testing.T) {
+		t.Parallel()
+		js, s := deliveriesStream(t)
+		if !s.CachedInfo().Config.AllowDirect {
+			t.Fatal("a single-replica stream does not allow direct gets")
+		}
+		lookupAgrees(t, js, s)
+	})
+	t.Run("stream msg get", func(t *testing.T) {
+		t.Parallel()
+		js, s := deliveriesStream(t)
+		cfg := s.CachedInfo().Config
+		cfg.AllowDirect = false // as on several replicas
+		s, err := js.UpdateStream(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lookupAgrees(t, js, s)
+	})
+}
+
+func lookupAgrees(t *testing.T, js jetstream.JetStream, s jetstream.Stream) {
 	ctx := t.Context()
 	subj := func(k int) string { return bus.DeliverySubject("acme", "ep_1", bus.KeyToken(fmt.Sprint("key", k))) }
 	data := bytes.Repeat([]byte(`{"x":"\u00e9\"quoted\""}`), 50)
@@ -59,7 +80,11 @@ func TestLookupAgreesWithStreamHead(t *testing.T) {
 	if err := s.DeleteMsg(ctx, seq); err != nil {
 		t.Fatal(err)
 	}
-	want, got := keylane.StreamHead(s), keylane.Lookup(js, bus.StreamDeliveries)
+	want := keylane.StreamHead(s)
+	got, err := keylane.Lookup(ctx, js, bus.StreamDeliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for k := range 5 { // keys 3 and 4 have no message
 		ws, wf, werr := want(ctx, subj(k))
 		gs, gf, gerr := got(ctx, subj(k))
@@ -67,7 +92,7 @@ func TestLookupAgreesWithStreamHead(t *testing.T) {
 			t.Errorf("key %d: lookup = %d, %v, %v; StreamHead = %d, %v, %v", k, gs, gf, gerr, ws, wf, werr)
 		}
 	}
-	if _, _, err := keylane.Lookup(js, "NO_SUCH_STREAM")(ctx, subj(0)); err == nil {
+	if _, err := keylane.Lookup(ctx, js, "NO_SUCH_STREAM"); err == nil {
 		t.Error("no error for a missing stream")
 	}
 }
@@ -82,7 +107,11 @@ func BenchmarkHeadLookup(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for name, head := range map[string]keylane.HeadFunc{"lookup": keylane.Lookup(js, bus.StreamDeliveries), "getmsg": keylane.StreamHead(s)} {
+	lookup, err := keylane.Lookup(ctx, js, bus.StreamDeliveries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, head := range map[string]keylane.HeadFunc{"lookup": lookup, "getmsg": keylane.StreamHead(s)} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

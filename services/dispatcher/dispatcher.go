@@ -139,8 +139,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	owner := replicaID()
-	head := keylane.Lookup(js, bus.StreamDeliveries)
-	if err := checkHeadLookup(ctx, head); err != nil {
+	head, err := keylane.Lookup(ctx, js, bus.StreamDeliveries)
+	if err == nil {
+		err = checkHeadLookup(ctx, head)
+	}
+	if err != nil {
 		stopBackground()
 		bg.Wait()
 		return startErr(ctx, err)

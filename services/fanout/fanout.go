@@ -107,7 +107,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go m.WatchConsumers(cacheCtx, js, []metrics.ConsumerRef{{Stream: bus.StreamEvents, Consumer: bus.ConsumerFanout}}, metricsInterval, log)
 	ln := fanout.NewLanes(lanes, laneDepth, h.Handle)
 	ln.Start(workCtx)
-	head := keylane.Lookup(js, bus.StreamEvents)
+	head, err := keylane.Lookup(ctx, js, bus.StreamEvents)
+	if err != nil {
+		return startErr(ctx, err)
+	}
 	if _, _, err := head(ctx, bus.EventSubject("_", "")); err != nil {
 		return startErr(ctx, fmt.Errorf("NATS server cannot look up the head of a subject (needed for per-key order): %w", err))
 	}
