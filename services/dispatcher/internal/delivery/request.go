@@ -39,6 +39,7 @@ var (
 	canonicalID        = http.CanonicalHeaderKey(HeaderID)
 	canonicalTimestamp = http.CanonicalHeaderKey(HeaderTimestamp)
 	canonicalSignature = http.CanonicalHeaderKey(HeaderSignature)
+	canonicalTrace     = http.CanonicalHeaderKey(headerTrace)
 )
 
 // Body is the request body, byte for byte:
@@ -265,7 +266,7 @@ func (p *prepared) request(ctx context.Context, d *hooklinev1.Delivery, now time
 	h[canonicalSignature] = strs[2:3:3]
 	if tp > 0 {
 		strs[3] = all[sigEnd:]
-		h[headerTrace] = strs[3:4:4]
+		h[canonicalTrace] = strs[3:4:4]
 	}
 	req.Header = h
 	return req, nil

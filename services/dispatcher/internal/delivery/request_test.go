@@ -60,7 +60,7 @@ func TestRequestTraceparentMatchesPropagator(t *testing.T) {
 		}
 		carrier := propagation.MapCarrier{}
 		propagation.TraceContext{}.Inject(ctx, carrier)
-		if got, want := req.Header[headerTrace], carrier.Get(headerTrace); len(got) != 1 || got[0] != want {
+		if got, want := req.Header.Values(headerTrace), carrier.Get(headerTrace); len(got) != 1 || got[0] != want {
 			t.Errorf("traceparent %q, want %q", got, want)
 		}
 	}
