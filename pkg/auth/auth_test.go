@@ -60,11 +60,7 @@ func TestCachedKeyAndRevocationNotice(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	srv := natstest.Start(t)
 	conn := func() *nats.Conn {
-		nc, err := nats.Connect(srv.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
+		nc, _ := srv.Connect(t)
 		return nc
 	}
 	ctx := t.Context()

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -19,15 +18,7 @@ import (
 func newSyncKV(t *testing.T) jetstream.KeyValue {
 	t.Helper()
 	ns := natstest.Start(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := ns.Connect(t)
 	kv, err := bus.EnsureEndpointsBucket(t.Context(), js, bus.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/bus"
@@ -19,15 +18,7 @@ import (
 func setupStream(t testing.TB) (jetstream.JetStream, jetstream.Stream, jetstream.Consumer) {
 	t.Helper()
 	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := srv.Connect(t)
 	ctx := context.Background()
 	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
 		t.Fatal(err)

@@ -16,16 +16,7 @@ import (
 
 func deliveriesStream(t testing.TB) (jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Start(t).Connect(t)
 	if err := bus.EnsureStreams(context.Background(), js, bus.Options{}); err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -115,15 +113,7 @@ func TestAutoDisable(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	ctx := t.Context()
 	ns := natstest.Start(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := ns.Connect(t)
 	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/bus"
@@ -21,15 +20,7 @@ func TestTickHoldsInPlace(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := srv.Connect(t)
 	ctx := t.Context()
 	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
 		t.Fatal(err)

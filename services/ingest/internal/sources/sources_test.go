@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -47,15 +46,7 @@ func setup(t *testing.T, mutate func(*config.Config)) *bundle {
 	ctx := t.Context()
 	pool, dbURL := pgtest.NewPool(t)
 	ns := natstest.Start(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := ns.Connect(t)
 	env := map[string]string{
 		config.EnvNATSURL: ns.URL(), config.EnvDatabaseURL: dbURL, config.EnvAdminToken: adminToken,
 		config.EnvAllowPrivate: "true", config.EnvEncryptionKeys: secretbox.NewKey("k1"),
