@@ -232,17 +232,19 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			CreatedAt:   timestamppb.New(now),
 		}
 		dids[i], epids[i], statuses[i] = d.GetId(), ep.GetId(), "pending"
-		if until, open := h.heldUntil(ep, d, now); open {
+		until, held := h.heldUntil(ep, d, now)
+		dctx, ds := h.tracer.Start(ctx, "fanout delivery", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("hookline.endpoint_id", ep.GetId()),
+			attribute.String("hookline.delivery_id", d.GetId()),
+			attribute.Bool("hookline.dead_letter", ep.GetDisabled()),
+			attribute.Bool("hookline.circuit_open", held)))
+		deliverySpans = append(deliverySpans, ds)
+		if held {
 			// The dispatcher would only park it: park it here.
 			payload, err := proto.Marshal(d)
 			if err != nil {
 				return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
 			}
-			dctx, ds := h.tracer.Start(ctx, "fanout delivery", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
-				attribute.String("hookline.endpoint_id", ep.GetId()),
-				attribute.String("hookline.delivery_id", d.GetId()),
-				attribute.Bool("hookline.circuit_open", true)))
-			deliverySpans = append(deliverySpans, ds)
 			parked.add(d.GetId(), d.GetTenantId(), ep.GetId(), until, payload, telemetry.Traceparent(dctx))
 			continue
 		}
@@ -256,11 +258,6 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 		if err != nil {
 			return err
 		}
-		dctx, ds := h.tracer.Start(ctx, "fanout delivery", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
-			attribute.String("hookline.endpoint_id", ep.GetId()),
-			attribute.String("hookline.delivery_id", d.GetId()),
-			attribute.Bool("hookline.dead_letter", ep.GetDisabled())))
-		deliverySpans = append(deliverySpans, ds)
 		telemetry.Inject(dctx, m.Header)
 		if eventSeq != 0 {
 			m.Header.Set(HeaderEventSeq, strconv.FormatUint(eventSeq, 10))
