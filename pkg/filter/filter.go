@@ -77,21 +77,22 @@ func Compile(expr string) (*Program, error) {
 	}
 	ast, iss := env.Compile(expr)
 	if err := iss.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalid, firstLine(err.Error()))
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, IssueText(err))
 	}
 	if !ast.OutputType().IsExactType(cel.BoolType) {
 		return nil, fmt.Errorf("%w: expression must be a bool, not %s (compare it, e.g. data.flag == true)", ErrInvalid, ast.OutputType())
 	}
 	prg, err := env.Program(ast, cel.CostLimit(CostLimit))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalid, firstLine(err.Error()))
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, IssueText(err))
 	}
 	return &Program{expr: expr, prg: prg}, nil
 }
 
-// firstLine keeps the first line of a CEL issue list, without its
-// "ERROR: <input>:" prefix.
-func firstLine(msg string) string {
+// IssueText is the first line of a CEL error's issue list, without its
+// "ERROR: <input>:" prefix: what a 422 shows of a bad expression.
+func IssueText(err error) string {
+	msg := err.Error()
 	msg, _, _ = strings.Cut(msg, "\n")
 	msg = strings.TrimPrefix(msg, "ERROR: ")
 	msg = strings.TrimSuffix(msg, " (in container '')")

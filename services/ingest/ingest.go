@@ -20,8 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookline/hookline/pkg/auth"
@@ -33,6 +31,7 @@ import (
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/ops"
 	"github.com/hookline/hookline/pkg/store"
+	"github.com/hookline/hookline/pkg/telemetry"
 	"github.com/hookline/hookline/services/ingest/internal/controlplane"
 	"github.com/hookline/hookline/services/ingest/internal/events"
 	"github.com/hookline/hookline/services/ingest/internal/openapi"
@@ -282,29 +281,7 @@ const tracerName = "github.com/hookline/hookline/services/ingest"
 // the mux knows it. The span records no URL, path or query: they may carry
 // tokens (inbound webhook sources) and are unbounded.
 func traced(next http.Handler) http.Handler {
-	tracer := otel.Tracer(tracerName)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		method := r.Method
-		switch method {
-		case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
-		default:
-			method = "_OTHER"
-		}
-		ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", method)))
-		defer span.End()
-		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(ctx))
-		status := sw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		span.SetAttributes(attribute.Int("http.response.status_code", status))
-		if status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(status))
-		}
-	})
+	return telemetry.ServerSpans(otel.Tracer(tracerName), nil, next)
 }
 
 // nameSpan names r's server span after its route: "POST /v1/tenants/{tenant}/events".
@@ -320,29 +297,6 @@ func nameSpan(r *http.Request, pattern string) {
 	span.SetName(method + " " + route)
 	span.SetAttributes(attribute.String("http.route", route))
 }
-
-// statusWriter remembers the status code written through it.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // recordingMux remembers the patterns registered, so a test can hold the
 // OpenAPI document against them.

@@ -23,6 +23,8 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/ext"
+
+	"github.com/hookline/hookline/pkg/filter"
 )
 
 // MaxLength is the longest expression accepted, in bytes.
@@ -78,7 +80,7 @@ func Compile(src string, want Result) (*Program, error) {
 	}
 	ast, iss := env.Compile(src)
 	if err := iss.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalid, firstLine(err.Error()))
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, filter.IssueText(err))
 	}
 	out := ast.OutputType()
 	ok := out.IsExactType(cel.DynType)
@@ -98,16 +100,9 @@ func Compile(src string, want Result) (*Program, error) {
 	}
 	prg, err := env.Program(ast, cel.CostLimit(CostLimit))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalid, firstLine(err.Error()))
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, filter.IssueText(err))
 	}
 	return &Program{src: src, prg: prg}, nil
-}
-
-func firstLine(msg string) string {
-	msg, _, _ = strings.Cut(msg, "\n")
-	msg = strings.TrimPrefix(msg, "ERROR: ")
-	msg = strings.TrimSuffix(msg, " (in container '')")
-	return strings.TrimPrefix(msg, "<input>:")
 }
 
 // String returns the source of p.
