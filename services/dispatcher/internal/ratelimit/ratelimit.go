@@ -83,6 +83,12 @@ type Members struct {
 	owner string
 	log   *slog.Logger
 	n     atomic.Int64
+	// seen is when each replica's key was last listed (used by beat only).
+	// A listing that runs while another replica re-puts its key can miss
+	// that key (its previous revision is gone, the new one not yet
+	// listed), so a replica counts until TTL after it was last seen, not
+	// only when the latest listing held it.
+	seen map[string]time.Time
 }
 
 // EnsureMembers creates or opens the heartbeat bucket and checks that the
@@ -105,7 +111,7 @@ func EnsureMembers(ctx context.Context, js jetstream.JetStream, owner string, lo
 	if st.TTL() != TTL {
 		return nil, fmt.Errorf("KV bucket %s: server kept TTL %s, want %s", Bucket, st.TTL(), TTL)
 	}
-	m := &Members{kv: kv, owner: owner, log: log}
+	m := &Members{kv: kv, owner: owner, log: log, seen: map[string]time.Time{}}
 	m.n.Store(1)
 	return m, nil
 }
@@ -144,14 +150,18 @@ func (m *Members) beat(ctx context.Context) {
 		m.log.Warn("count dispatcher replicas", "err", err)
 		return
 	}
-	n := 0
-	for range keys.Keys() {
-		n++
+	now := time.Now()
+	for k := range keys.Keys() {
+		m.seen[k] = now
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return
 	}
-	if n > 0 {
-		m.n.Store(int64(n))
+	m.seen[m.owner] = now // its own put just succeeded
+	for k, at := range m.seen {
+		if now.Sub(at) >= TTL {
+			delete(m.seen, k)
+		}
 	}
+	m.n.Store(int64(len(m.seen)))
 }
