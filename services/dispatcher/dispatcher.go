@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		parker.Park,
 		func(ctx context.Context, id string) error { return disableEndpoint(ctx, pool, kv, id) },
 		js, log)
+	h.Hold = parker.Hold
 	h.Keys = parking.New(pool)
 	batcher := outcomes.New(js)
 	batcher.Start()
@@ -192,12 +193,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	h.Breaker = circuits
 	h.Rates = ratelimit.New(members.Count)
 	sched := retry.NewScheduler(pool, js, log)
-	// A retry row whose endpoint's circuit is open waits in place until
-	// the circuit may be probed, instead of going round through JetStream.
+	// A retry row whose endpoint's circuit is open becomes a circuit hold
+	// in place, instead of going round through JetStream; held rows are
+	// released by the probe and the close of their circuit.
 	sched.Hold = func(d *hooklinev1.Delivery, now time.Time) (time.Time, bool) {
 		hctx, cancel := context.WithTimeout(bgCtx, time.Second)
 		defer cancel()
 		return h.Held(hctx, d, now)
+	}
+	sched.Gate = func(ctx context.Context, endpointID string, now time.Time) retry.Gate {
+		switch h.CircuitPhase(ctx, endpointID, now) {
+		case breaker.PhaseHeld:
+			return retry.Keep
+		case breaker.PhaseProbe:
+			return retry.ReleaseProbe
+		}
+		return retry.ReleaseAll
 	}
 	bg.Go(func() { sched.Run(bgCtx) })
 	limits := dispatch.NewLimits(concurrency, PerEndpointInFlight)

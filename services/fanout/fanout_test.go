@@ -302,9 +302,9 @@ func equal(a, b []string) bool {
 }
 
 // A keyless delivery to an endpoint whose circuit is open is parked in
-// delivery_retries, due when the circuit may be probed, instead of going
-// through JetStream; a keyed one, and one to an endpoint with a closed
-// circuit, are published as usual.
+// delivery_retries, held for the circuit until at the latest its retry
+// horizon, instead of going through JetStream; a keyed one, and one to an
+// endpoint with a closed circuit, are published as usual.
 func TestFanoutParksForOpenCircuit(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -343,16 +343,21 @@ INSERT INTO endpoint_circuits (endpoint_id, circuit, open_until, opens) VALUES
 	var due time.Time
 	var payload []byte
 	var traceparent *string
-	if err := b.pool.QueryRow(t.Context(), `SELECT due_at, payload, traceparent FROM delivery_retries WHERE delivery_id = $1`, did).
-		Scan(&due, &payload, &traceparent); err != nil {
+	var circuitHold bool
+	if err := b.pool.QueryRow(t.Context(), `SELECT due_at, payload, traceparent, circuit_hold FROM delivery_retries WHERE delivery_id = $1`, did).
+		Scan(&due, &payload, &traceparent, &circuitHold); err != nil {
 		t.Fatalf("parked delivery %s: %v", did, err)
-	}
-	if !due.Equal(openUntil) {
-		t.Errorf("due %s, want the circuit's open_until %s", due, openUntil)
 	}
 	d := &hooklinev1.Delivery{}
 	if err := proto.Unmarshal(payload, d); err != nil {
 		t.Fatal(err)
+	}
+	if !circuitHold {
+		t.Error("parked row not held for the circuit")
+	}
+	// The endpoint has no retry schedule: its horizon is the grace alone.
+	if want := d.GetCreatedAt().AsTime().Add(endpoints.HorizonGrace); due.Sub(want).Abs() > time.Millisecond {
+		t.Errorf("due %s, want the delivery's horizon %s", due, want)
 	}
 	if d.GetId() != did || d.GetEndpointId() != "ep_open" || d.GetAttempts() != 0 || string(d.GetData()) != string(keyless.GetData()) || d.GetCreatedAt() == nil {
 		t.Errorf("parked delivery %v", d)

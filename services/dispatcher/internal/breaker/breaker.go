@@ -219,26 +219,42 @@ func (c *Circuits) Allow(ctx context.Context, id, delivery string) (Done, time.T
 	}, time.Time{}
 }
 
-// Held reports whether [Circuits.Allow] would now hold endpoint id's
-// deliveries because of its shared circuit, and until when it would hold
-// them. It has no side effect: it claims no probe. Not held means only that
-// Allow must be asked.
-func (c *Circuits) Held(id string, now time.Time) (time.Time, bool) {
+// Phase is what an endpoint's shared circuit means, at one moment, for the
+// deliveries it holds.
+type Phase int
+
+// Phases.
+const (
+	// PhaseClosed: the circuit holds nothing (closed, or not known open).
+	PhaseClosed Phase = iota
+	// PhaseHeld: open, or its probe is out; [Circuits.Allow] holds
+	// deliveries without an attempt.
+	PhaseHeld
+	// PhaseProbe: open past its cool-down and no probe claimed: the next
+	// delivery [Circuits.Allow] sees may claim the probe.
+	PhaseProbe
+)
+
+// Phase reports endpoint id's shared circuit phase at now, and, when held,
+// until when [Circuits.Allow] would hold a delivery. It has no side effect:
+// it claims no probe. A circuit only this replica's local breaker holds is
+// PhaseClosed: nothing shared records it.
+func (c *Circuits) Phase(id string, now time.Time) (Phase, time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, notClosed := c.shared[id]
 	if !notClosed {
-		return time.Time{}, false
+		return PhaseClosed, time.Time{}
 	}
 	switch {
 	case c.probing[id]:
-		return now.Add(min(c.cfg.ProbeTimeout, 2*time.Second)), true
+		return PhaseHeld, now.Add(min(c.cfg.ProbeTimeout, 2*time.Second))
 	case s.circuit == Open && now.Before(s.openUntil):
-		return s.openUntil, true
+		return PhaseHeld, s.openUntil
 	case s.circuit == HalfOpen && now.Before(s.probeUntil):
-		return now.Add(min(s.probeUntil.Sub(now), 2*time.Second)), true
+		return PhaseHeld, now.Add(min(s.probeUntil.Sub(now), 2*time.Second))
 	}
-	return time.Time{}, false
+	return PhaseProbe, time.Time{}
 }
 
 // trip opens id's shared circuit (from closed).

@@ -95,41 +95,42 @@ func TestSuccessResetsTheStreak(t *testing.T) {
 	}
 }
 
-// TestHeldAgreesWithAllow: Held answers held exactly when Allow holds for the
-// shared circuit, with the same time, and claims nothing.
-func TestHeldAgreesWithAllow(t *testing.T) {
+// TestPhaseAgreesWithAllow: Phase answers held exactly when Allow holds for
+// the shared circuit, with the same time, says when a probe is due, and
+// claims nothing.
+func TestPhaseAgreesWithAllow(t *testing.T) {
 	t.Parallel()
 	db := &fakeDB{}
 	c := New(db, "replica-1", Config{Cooldown: time.Hour}, slog.New(slog.DiscardHandler))
 	now := time.Now()
-	if _, held := c.Held("ep_1", now); held {
-		t.Fatal("closed circuit held")
+	if p, _ := c.Phase("ep_1", now); p != PhaseClosed {
+		t.Fatalf("closed circuit in phase %d", p)
 	}
 	for _, d := range []string{"a", "b", "c", "d", "e"} {
 		done, _ := c.Allow(t.Context(), "ep_1", d)
 		done(Failure)
 	}
-	until, held := c.Held("ep_1", time.Now())
-	if !held {
-		t.Fatal("open circuit not held")
+	p, until := c.Phase("ep_1", time.Now())
+	if p != PhaseHeld {
+		t.Fatalf("open circuit in phase %d, want held", p)
 	}
 	done, allowUntil := c.Allow(t.Context(), "ep_1", "f")
 	if done != nil || !allowUntil.Equal(until) {
-		t.Fatalf("Allow: admitted %v until %s; Held: until %s", done != nil, allowUntil, until)
+		t.Fatalf("Allow: admitted %v until %s; Phase: until %s", done != nil, allowUntil, until)
 	}
-	// Past the cool-down Held says no (the probe is Allow's to claim) and
-	// runs no statement.
+	// Past the cool-down a probe is due (it is Allow's to claim), and
+	// asking runs no statement.
 	before := len(db.execs)
-	if _, held := c.Held("ep_1", until.Add(time.Second)); held {
-		t.Error("held past the cool-down")
+	if p, _ := c.Phase("ep_1", until.Add(time.Second)); p != PhaseProbe {
+		t.Errorf("past the cool-down: phase %d, want probe", p)
 	}
 	if len(db.execs) != before {
-		t.Error("Held ran a statement")
+		t.Error("Phase ran a statement")
 	}
 	c.mu.Lock()
 	c.probing["ep_1"] = true
 	c.mu.Unlock()
-	if u, held := c.Held("ep_1", until.Add(time.Second)); !held || !u.Equal(until.Add(3*time.Second)) {
-		t.Errorf("while probing: held %v until %s", held, u)
+	if p, u := c.Phase("ep_1", until.Add(time.Second)); p != PhaseHeld || !u.Equal(until.Add(3*time.Second)) {
+		t.Errorf("while probing: phase %d until %s", p, u)
 	}
 }

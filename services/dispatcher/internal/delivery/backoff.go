@@ -61,18 +61,3 @@ func Schedule(ms []uint64) []time.Duration {
 	}
 	return out
 }
-
-// HorizonGrace is added to the sum of a schedule's delays to make the retry
-// horizon (CONTRACT 2.4).
-const HorizonGrace = 24 * time.Hour
-
-// Horizon is how long after its creation a delivery may still be attempted
-// while the circuit breaker holds it: the sum of the schedule's delays plus
-// [HorizonGrace]. Past it, a held delivery is dead-lettered as "expired".
-func Horizon(schedule []time.Duration) time.Duration {
-	h := HorizonGrace
-	for _, d := range schedule {
-		h += d
-	}
-	return h
-}

@@ -180,24 +180,3 @@ func hasHeaderFold(h http.Header, name string) bool {
 	}
 	return false
 }
-
-func TestHorizon(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name  string
-		sched []time.Duration
-		want  time.Duration
-	}{
-		{"none", nil, 24 * time.Hour},
-		{"default", []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour},
-			24*time.Hour + 27*time.Hour + 35*time.Minute + 5*time.Second},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			if got := Horizon(tc.sched); got != tc.want {
-				t.Errorf("Horizon = %s, want %s", got, tc.want)
-			}
-		})
-	}
-}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/endpoints"
 	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
@@ -40,6 +41,10 @@ type EndpointGetter interface {
 
 // Parker stores a delivery for a later attempt at due.
 type Parker func(ctx context.Context, d *hooklinev1.Delivery, due time.Time) error
+
+// Holder stores a delivery to wait for its endpoint's circuit, at the
+// latest until latest.
+type Holder func(ctx context.Context, d *hooklinev1.Delivery, latest time.Time) error
 
 // Disabler disables an endpoint that answered 410 Gone.
 type Disabler func(ctx context.Context, endpointID string) error
@@ -72,9 +77,13 @@ type Handler struct {
 	Endpoints EndpointGetter
 	Sender    *delivery.Sender
 	Park      Parker
-	Disable   Disabler
-	JS        jetstream.JetStream
-	Log       *slog.Logger
+	// Hold, when set, stores the keyless deliveries the shared circuit
+	// holds, to wait for the circuit rather than for a time; without it
+	// they are parked until the circuit may be probed.
+	Hold    Holder
+	Disable Disabler
+	JS      jetstream.JetStream
+	Log     *slog.Logger
 	// Breaker and Rates are optional.
 	Breaker Breaker
 	Rates   RateLimiter
@@ -161,7 +170,8 @@ const (
 	kindRetry
 	// kindDead: dead letter dl (attempted or not).
 	kindDead
-	// kindHold: the circuit is open; no attempt, wait until due.
+	// kindHold: the circuit is open; no attempt, wait until due (or, with
+	// circuit set, for the circuit, at the latest until latest).
 	kindHold
 	// kindStopping: the dispatcher is stopping; nothing happened.
 	kindStopping
@@ -173,6 +183,8 @@ const (
 type verdict struct {
 	kind    kind
 	due     time.Time
+	circuit bool
+	latest  time.Time
 	next    *hooklinev1.Delivery
 	outcome *hooklinev1.AttemptOutcome
 	dl      *hooklinev1.DeadLetter
@@ -276,42 +288,66 @@ func (h *Handler) lookupSeries(outcome string) attemptSeries {
 	return attemptSeries{h.Metrics.Attempts.WithLabelValues(outcome).Inc, h.Metrics.AttemptDuration.WithLabelValues(outcome).Observe}
 }
 
-// HeldBy is the side-effect-free question of a [Breaker]: would it now
-// hold an endpoint's deliveries, and until when. *breaker.Circuits
-// implements it.
-type HeldBy interface {
-	Held(endpointID string, now time.Time) (time.Time, bool)
+// Phaser is the side-effect-free question of a [Breaker]: what does an
+// endpoint's shared circuit mean now for the deliveries it holds, and until
+// when would Allow hold one. *breaker.Circuits implements it.
+type Phaser interface {
+	Phase(endpointID string, now time.Time) (breaker.Phase, time.Time)
+}
+
+// holdDeadline is the latest d may wait for ep's circuit: its creation
+// plus ep's retry horizon (from now for a delivery without a creation time).
+func holdDeadline(ep *hooklinev1.Endpoint, d *hooklinev1.Delivery, now time.Time) time.Time {
+	created := now
+	if d.GetCreatedAt() != nil {
+		created = d.GetCreatedAt().AsTime()
+	}
+	return created.Add(endpoints.Horizon(ep))
 }
 
 // Held reports whether d, taken from its retry row now, would only be held
-// again by its endpoint's open circuit, and until when ([decide] would hold
-// it until then, capped at its retry horizon). It answers false whenever
-// anything else could happen to d: its endpoint gone or disabled, its key's
-// order to keep, its horizon reached, the circuit due for a probe, or no
-// answer without I/O.
+// again by its endpoint's open circuit, and the latest time it may be held
+// (its retry horizon). It answers false whenever anything else could happen
+// to d: its endpoint gone or disabled, its key's order to keep, its horizon
+// reached, the circuit due for a probe, or no answer without I/O.
 func (h *Handler) Held(ctx context.Context, d *hooklinev1.Delivery, now time.Time) (time.Time, bool) {
-	hb, ok := h.Breaker.(HeldBy)
+	p, ok := h.Breaker.(Phaser)
 	if !ok {
 		return time.Time{}, false
 	}
-	until, held := hb.Held(d.GetEndpointId(), now)
-	if !held {
+	if phase, _ := p.Phase(d.GetEndpointId(), now); phase != breaker.PhaseHeld {
 		return time.Time{}, false
 	}
 	ep, err := h.Endpoints.Get(ctx, d.GetEndpointId())
 	if err != nil || ep == nil || ep.GetDeleted() || ep.GetDisabled() || Ordered(ep, d) {
 		return time.Time{}, false
 	}
-	if d.GetCreatedAt() != nil {
-		deadline := d.GetCreatedAt().AsTime().Add(delivery.Horizon(delivery.Schedule(ep.GetRetryScheduleMs())))
-		if !now.Before(deadline) {
-			return time.Time{}, false
-		}
-		if until.After(deadline) {
-			until = deadline
-		}
+	deadline := holdDeadline(ep, d, now)
+	if !now.Before(deadline) {
+		return time.Time{}, false
 	}
-	return until, true
+	return deadline, true
+}
+
+// CircuitPhase is what endpointID's circuit means now for the deliveries
+// held for it: [breaker.PhaseClosed] also when the endpoint is gone or
+// disabled, since they must then be released to be dead-lettered, and
+// [breaker.PhaseHeld] when the endpoint cannot be looked up (the question is
+// asked again soon).
+func (h *Handler) CircuitPhase(ctx context.Context, endpointID string, now time.Time) breaker.Phase {
+	ep, err := h.Endpoints.Get(ctx, endpointID)
+	switch {
+	case err != nil:
+		return breaker.PhaseHeld
+	case ep == nil || ep.GetDeleted() || ep.GetDisabled():
+		return breaker.PhaseClosed
+	}
+	p, ok := h.Breaker.(Phaser)
+	if !ok {
+		return breaker.PhaseClosed
+	}
+	phase, _ := p.Phase(endpointID, now)
+	return phase
 }
 
 // decide attempts d to ep unless the endpoint is gone or disabled or its
@@ -328,14 +364,24 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 		var until time.Time
 		done, until = h.Breaker.Allow(ctx, ep.GetId(), d.GetId())
 		if done == nil {
-			deadline := d.GetCreatedAt().AsTime().Add(delivery.Horizon(delivery.Schedule(ep.GetRetryScheduleMs())))
-			if d.GetCreatedAt() != nil && !time.Now().Before(deadline) {
+			now := time.Now()
+			deadline := holdDeadline(ep, d, now)
+			if !now.Before(deadline) {
 				return deadWithoutAttempt(d, delivery.ReasonExpired)
 			}
-			if d.GetCreatedAt() != nil && until.After(deadline) {
+			if until.After(deadline) {
 				until = deadline
 			}
-			return verdict{kind: kindHold, due: until, next: d}
+			v := verdict{kind: kindHold, due: until, next: d}
+			if p, ok := h.Breaker.(Phaser); ok && h.Hold != nil {
+				// The shared circuit holds it (a breaker only this
+				// replica's holds is not recorded anywhere: its
+				// delivery waits a cool-down instead).
+				if phase, _ := p.Phase(ep.GetId(), now); phase != breaker.PhaseClosed {
+					v.circuit, v.latest = true, deadline
+				}
+			}
+			return v
 		}
 	}
 	if h.Rates != nil {
@@ -457,7 +503,11 @@ func (v verdict) log(ctx context.Context, log *slog.Logger) {
 	case kindRetry:
 		log.InfoContext(ctx, "attempt failed, retry parked", "attempt", v.outcome.GetAttempt(), "err", v.errText, "retry_in", time.Until(v.due).Round(time.Millisecond).String())
 	case kindHold:
-		log.InfoContext(ctx, "circuit open, delivery held", "until", v.due)
+		if v.circuit {
+			log.InfoContext(ctx, "circuit open, delivery held until it closes", "latest", v.latest)
+		} else {
+			log.InfoContext(ctx, "circuit open, delivery held", "until", v.due)
+		}
 	case kindDead:
 		log.InfoContext(ctx, "delivery dead", "reason", v.reason, "attempts", v.dl.GetAttempts(), "err", v.errText)
 	}
@@ -488,7 +538,12 @@ func (h *Handler) handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.D
 		return
 	case kindRetry, kindHold:
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-		err := h.Park(pctx, v.next, v.due)
+		var err error
+		if v.circuit {
+			err = h.Hold(pctx, v.next, v.latest)
+		} else {
+			err = h.Park(pctx, v.next, v.due)
+		}
 		cancel()
 		if err != nil {
 			log.WarnContext(ctx, "park retry, attempt will be repeated", "err", err)

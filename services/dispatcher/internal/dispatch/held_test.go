@@ -25,7 +25,9 @@ func (b heldBreaker) Allow(context.Context, string, string) (breaker.Done, time.
 	return nil, b.until
 }
 
-func (b heldBreaker) Held(string, time.Time) (time.Time, bool) { return b.until, true }
+func (b heldBreaker) Phase(string, time.Time) (breaker.Phase, time.Time) {
+	return breaker.PhaseHeld, b.until
+}
 
 func TestHeld(t *testing.T) {
 	t.Parallel()
@@ -40,6 +42,9 @@ func TestHeld(t *testing.T) {
 	fresh := timestamppb.New(now.Add(-time.Hour))
 	old := timestamppb.New(now.Add(-48 * time.Hour))
 	nearly := timestamppb.New(now.Add(-24*time.Hour - time.Second + time.Minute)) // horizon in a minute
+	horizon := func(created *timestamppb.Timestamp) time.Time {
+		return created.AsTime().Add(24*time.Hour + time.Second)
+	}
 	hour := now.Add(time.Hour)
 	for _, tc := range []struct {
 		name      string
@@ -48,8 +53,8 @@ func TestHeld(t *testing.T) {
 		wantHeld  bool
 		wantUntil time.Time
 	}{
-		{"held", heldBreaker{hour}, &hooklinev1.Delivery{EndpointId: "ep", CreatedAt: fresh}, true, hour},
-		{"capped at the horizon", heldBreaker{hour}, &hooklinev1.Delivery{EndpointId: "ep", CreatedAt: nearly}, true, nearly.AsTime().Add(24*time.Hour + time.Second)},
+		{"held until its horizon", heldBreaker{hour}, &hooklinev1.Delivery{EndpointId: "ep", CreatedAt: fresh}, true, horizon(fresh)},
+		{"horizon before the cool-down ends", heldBreaker{hour}, &hooklinev1.Delivery{EndpointId: "ep", CreatedAt: nearly}, true, horizon(nearly)},
 		{"past the horizon", heldBreaker{hour}, &hooklinev1.Delivery{EndpointId: "ep", CreatedAt: old}, false, time.Time{}},
 		{"disabled", heldBreaker{hour}, &hooklinev1.Delivery{EndpointId: "disabled", CreatedAt: fresh}, false, time.Time{}},
 		{"deleted", heldBreaker{hour}, &hooklinev1.Delivery{EndpointId: "deleted", CreatedAt: fresh}, false, time.Time{}},

@@ -3,6 +3,14 @@
 // hours thus holds no JetStream ack slot and survives restarts. Every
 // dispatcher replica runs a [Scheduler]; FOR UPDATE SKIP LOCKED lets them
 // share the table without handing a row out twice.
+//
+// A row waits either for a time (a retry: published at due_at) or for its
+// endpoint's circuit breaker (circuit_hold: the circuit is open). A held row's
+// due_at is the latest it may wait, its retry horizon; before that the
+// schedulers release one held row of an endpoint as the probe when its
+// circuit may be probed, and all of them once the circuit closed or the
+// endpoint was disabled or deleted ([Scheduler.Sweep]). An endpoint that
+// stays down thus costs one row per delivery, however many probes fail.
 package retry
 
 import (
@@ -41,7 +49,7 @@ func Park(ctx context.Context, db Execer, d *hooklinev1.Delivery, due time.Time)
 	if err != nil {
 		return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
 	}
-	_, err = db.Exec(ctx, parkSQL, d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b, telemetry.Traceparent(ctx))
+	_, err = db.Exec(ctx, parkSQL, d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b, telemetry.Traceparent(ctx), false)
 	if err != nil {
 		return fmt.Errorf("park delivery %s: %w", d.GetId(), err)
 	}
@@ -49,11 +57,12 @@ func Park(ctx context.Context, db Execer, d *hooklinev1.Delivery, due time.Time)
 }
 
 const parkSQL = `
-INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload, traceparent)
-VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''))
+INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload, traceparent, circuit_hold)
+VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), $7)
 ON CONFLICT (delivery_id) DO UPDATE
 SET tenant_id = EXCLUDED.tenant_id, endpoint_id = EXCLUDED.endpoint_id,
-    due_at = EXCLUDED.due_at, payload = EXCLUDED.payload, traceparent = EXCLUDED.traceparent`
+    due_at = EXCLUDED.due_at, payload = EXCLUDED.payload, traceparent = EXCLUDED.traceparent,
+    circuit_hold = EXCLUDED.circuit_hold`
 
 // Parker parks deliveries like [Park], group-committing the parks of
 // concurrent attempts (one round trip and one commit for all of them): an
@@ -69,12 +78,24 @@ func NewParker(db store.BatchSender) *Parker {
 
 // Park is [Park] through the group.
 func (p *Parker) Park(ctx context.Context, d *hooklinev1.Delivery, due time.Time) error {
+	return p.park(ctx, d, due, false)
+}
+
+// Hold stores d to wait for its endpoint's circuit breaker: released when
+// the circuit closes or may be probed (see [Scheduler.Sweep]), and
+// published at latest whatever the circuit, to be dead-lettered as expired
+// if it still holds it.
+func (p *Parker) Hold(ctx context.Context, d *hooklinev1.Delivery, latest time.Time) error {
+	return p.park(ctx, d, latest, true)
+}
+
+func (p *Parker) park(ctx context.Context, d *hooklinev1.Delivery, due time.Time, circuit bool) error {
 	b, err := proto.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
 	}
 	batch := &pgx.Batch{}
-	batch.Queue(parkSQL, d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b, telemetry.Traceparent(ctx))
+	batch.Queue(parkSQL, d.GetId(), d.GetTenantId(), d.GetEndpointId(), due, b, telemetry.Traceparent(ctx), circuit)
 	if err := p.group.Do(ctx, batch, func(br pgx.BatchResults) error {
 		_, err := br.Exec()
 		return err
@@ -106,17 +127,45 @@ type Scheduler struct {
 	Interval time.Duration
 	Batch    int
 	// Hold, when set, tells a due delivery that would only be held again
-	// without an attempt (its endpoint's circuit is open) and until when:
-	// its row then waits until that time in place, instead of being
-	// republished, consumed and parked again. It must answer false whenever
-	// the dispatcher could do anything else with the delivery (attempt it,
-	// claim the probe, dead-letter it as expired).
-	Hold func(d *hooklinev1.Delivery, now time.Time) (until time.Time, held bool)
+	// without an attempt (its endpoint's circuit is open) and the latest
+	// time it may be held: its row then becomes a circuit hold in place,
+	// instead of being republished, consumed and parked again. It must
+	// answer false whenever the dispatcher could do anything else with the
+	// delivery (attempt it, claim the probe, dead-letter it as expired).
+	Hold func(d *hooklinev1.Delivery, now time.Time) (latest time.Time, held bool)
+	// Gate, when set, says what [Scheduler.Sweep] does with the rows held
+	// for an endpoint's circuit. Without it, Sweep does nothing.
+	Gate func(ctx context.Context, endpointID string, now time.Time) Gate
+	// ProbeGap is how long after releasing an endpoint's probe this
+	// scheduler waits before it releases another, while the circuit is
+	// still due a probe (the first may not have been claimed yet).
+	ProbeGap time.Duration
+	// ReleaseBatch is the most held rows of one endpoint Sweep releases at
+	// once; the next sweep releases more.
+	ReleaseBatch int
+
+	probed map[string]time.Time // endpoint → when this scheduler released its probe
 }
+
+// Gate is what a circuit means for the rows held for it.
+type Gate int
+
+// Gates.
+const (
+	// Keep: the circuit still holds them.
+	Keep Gate = iota
+	// ReleaseProbe: the circuit may be probed: release one row, the oldest.
+	ReleaseProbe
+	// ReleaseAll: nothing holds them any more (the circuit closed, or the
+	// endpoint was disabled or deleted, which the dispatcher then
+	// dead-letters).
+	ReleaseAll
+)
 
 // NewScheduler returns a Scheduler polling every 500 ms, 200 rows at a time.
 func NewScheduler(db Beginner, js jetstream.JetStream, log *slog.Logger) *Scheduler {
 	return &Scheduler{db: db, js: js, log: log, Interval: 500 * time.Millisecond, Batch: 200,
+		ProbeGap: 5 * time.Second, ReleaseBatch: 5000, probed: map[string]time.Time{},
 		tracer: otel.Tracer("github.com/hookline/hookline/services/dispatcher")}
 }
 
@@ -129,6 +178,13 @@ func (s *Scheduler) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if s.Gate != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if err := s.Sweep(sctx); err != nil {
+				s.log.Warn("release deliveries held for circuits", "err", err)
+			}
+			cancel()
 		}
 		for {
 			// The tick's own context: stopping must not abandon a
@@ -223,7 +279,7 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 	}
 	if len(heldIDs) > 0 {
 		if _, err := tx.Exec(ctx, `
-UPDATE delivery_retries r SET due_at = h.due_at
+UPDATE delivery_retries r SET due_at = h.due_at, circuit_hold = true
 FROM unnest($1::text[], $2::timestamptz[]) AS h(delivery_id, due_at)
 WHERE r.delivery_id = h.delivery_id`, heldIDs, heldUntils); err != nil {
 			return 0, fmt.Errorf("hold retries of open circuits: %w", err)
@@ -243,4 +299,99 @@ WHERE r.delivery_id = h.delivery_id`, heldIDs, heldUntils); err != nil {
 		return 0, fmt.Errorf("commit republished retries: %w", err)
 	}
 	return len(msgs) + len(heldIDs), nil
+}
+
+// heldEndpointsSQL lists the endpoints that have rows held for their
+// circuit, each found with one probe of delivery_retries_circuit_hold (a
+// loose index scan: PostgreSQL has no skip scan), however many rows each has.
+const heldEndpointsSQL = `
+WITH RECURSIVE held AS (
+    (SELECT endpoint_id FROM delivery_retries WHERE circuit_hold ORDER BY endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.endpoint_id FROM delivery_retries r
+            WHERE r.circuit_hold AND r.endpoint_id > held.endpoint_id ORDER BY r.endpoint_id LIMIT 1)
+    FROM held WHERE held.endpoint_id IS NOT NULL
+)
+SELECT endpoint_id FROM held WHERE endpoint_id IS NOT NULL`
+
+// releaseSQL makes up to $2 of endpoint $1's held rows, oldest first, due
+// now as ordinary rows, for [Scheduler.Tick] to publish.
+const releaseSQL = `
+UPDATE delivery_retries SET circuit_hold = false, due_at = now()
+WHERE delivery_id IN (
+    SELECT delivery_id FROM delivery_retries
+    WHERE endpoint_id = $1 AND circuit_hold
+    ORDER BY due_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)`
+
+// Sweep asks [Scheduler.Gate] about every endpoint with rows held for its
+// circuit, and releases its probe or its rows accordingly. It is level
+// triggered: a row held after its circuit closed (by a replica that had
+// not seen it close yet) is released by the next sweep.
+func (s *Scheduler) Sweep(ctx context.Context) error {
+	if s.Gate == nil {
+		return nil
+	}
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	rows, err := tx.Query(ctx, heldEndpointsSQL)
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		return fmt.Errorf("list endpoints with held deliveries: %w", err)
+	}
+	eps, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	_ = tx.Rollback(ctx)
+	if err != nil {
+		return fmt.Errorf("list endpoints with held deliveries: %w", err)
+	}
+	now := time.Now()
+	for ep, at := range s.probed {
+		if now.Sub(at) >= s.ProbeGap {
+			delete(s.probed, ep)
+		}
+	}
+	for _, ep := range eps {
+		var limit int
+		switch s.Gate(ctx, ep, now) {
+		case Keep:
+			continue
+		case ReleaseProbe:
+			if _, recent := s.probed[ep]; recent {
+				continue
+			}
+			limit = 1
+		case ReleaseAll:
+			limit = s.ReleaseBatch
+		}
+		n, err := s.release(ctx, ep, limit)
+		if err != nil {
+			return err
+		}
+		if limit == 1 && n == 1 {
+			s.probed[ep] = now
+			s.log.Info("circuit due a probe, released a held delivery", "endpoint_id", ep)
+		} else if n > 0 {
+			s.log.Info("circuit no longer holds deliveries, released them", "endpoint_id", ep, "deliveries", n)
+		}
+	}
+	return nil
+}
+
+func (s *Scheduler) release(ctx context.Context, endpointID string, limit int) (int64, error) {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	tag, err := tx.Exec(ctx, releaseSQL, endpointID, limit)
+	if err != nil {
+		return 0, fmt.Errorf("release deliveries held for %s: %w", endpointID, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit released deliveries of %s: %w", endpointID, err)
+	}
+	return tag.RowsAffected(), nil
 }

@@ -2,10 +2,14 @@ package retry
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/bus"
@@ -44,11 +48,12 @@ func TestTickHoldsInPlace(t *testing.T) {
 	}
 	var id string
 	var due time.Time
-	if err := pool.QueryRow(ctx, `SELECT delivery_id, due_at FROM delivery_retries`).Scan(&id, &due); err != nil {
+	var circuitHold bool
+	if err := pool.QueryRow(ctx, `SELECT delivery_id, due_at, circuit_hold FROM delivery_retries`).Scan(&id, &due, &circuitHold); err != nil {
 		t.Fatal(err)
 	}
-	if id != "dlv_held" || !due.Equal(until) {
-		t.Errorf("row left: %s due %s, want dlv_held due %s", id, due, until)
+	if id != "dlv_held" || !due.Equal(until) || !circuitHold {
+		t.Errorf("row left: %s due %s held for its circuit %v, want dlv_held due %s held", id, due, circuitHold, until)
 	}
 	stream, err := js.Stream(ctx, bus.StreamDeliveries)
 	if err != nil {
@@ -70,4 +75,88 @@ func TestTickHoldsInPlace(t *testing.T) {
 	if n, err := s.Tick(context.WithoutCancel(ctx)); err != nil || n != 0 {
 		t.Errorf("second Tick = %d, %v", n, err)
 	}
+}
+
+// TestSweepReleasesByGate: rows held for a circuit stay while their gate
+// says Keep, one (the oldest) is released when a probe is due and no other
+// before ProbeGap, all are released when the circuit closed; Tick then
+// publishes what was released, and nothing else.
+func TestSweepReleasesByGate(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := t.Context()
+	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	parker := NewParker(pool)
+	latest := time.Now().Add(24 * time.Hour)
+	for _, ep := range []string{"ep_held", "ep_probe", "ep_closed"} {
+		for i := range 3 {
+			d := &hooklinev1.Delivery{Id: fmt.Sprintf("dlv_%s_%d", ep, i), TenantId: "acme", EndpointId: ep, EventId: fmt.Sprintf("evt_%d", i)}
+			if err := parker.Hold(ctx, d, latest.Add(time.Duration(i)*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s := NewScheduler(pool, js, slog.New(slog.DiscardHandler))
+	gates := map[string]Gate{"ep_held": Keep, "ep_probe": ReleaseProbe, "ep_closed": ReleaseAll}
+	asked := map[string]int{}
+	s.Gate = func(_ context.Context, ep string, _ time.Time) Gate {
+		asked[ep]++
+		return gates[ep]
+	}
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for ep := range gates {
+		if asked[ep] != 1 {
+			t.Errorf("gate asked %d times about %s, want 1", asked[ep], ep)
+		}
+	}
+	// A second sweep within ProbeGap releases no second probe; the closed
+	// circuit has nothing left to release.
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if asked["ep_closed"] != 1 {
+		t.Errorf("closed endpoint asked about again with nothing held: %d", asked["ep_closed"])
+	}
+	n, err := s.Tick(ctx)
+	if err != nil || n != 4 {
+		t.Fatalf("Tick = %d, %v; want 4 released rows published", n, err)
+	}
+	rows, err := pool.Query(ctx, `SELECT delivery_id FROM delivery_retries WHERE circuit_hold ORDER BY delivery_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"dlv_ep_held_0", "dlv_ep_held_1", "dlv_ep_held_2", "dlv_ep_probe_1", "dlv_ep_probe_2"}
+	if !slices.Equal(left, want) {
+		t.Errorf("held rows left %v, want %v (the oldest of ep_probe released as its probe)", left, want)
+	}
+	if c := countRows(t, pool, `SELECT count(*) FROM delivery_retries`); c != len(want) {
+		t.Errorf("%d rows left, want %d", c, len(want))
+	}
+	// Past ProbeGap, a probe still due releases the next one.
+	s.ProbeGap = 0
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := countRows(t, pool, `SELECT count(*) FROM delivery_retries WHERE NOT circuit_hold`); c != 1 {
+		t.Errorf("%d rows released after ProbeGap, want 1", c)
+	}
+}
+
+func countRows(t *testing.T, pool *pgxpool.Pool, q string) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(t.Context(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

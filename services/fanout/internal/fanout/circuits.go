@@ -15,45 +15,41 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// OpenCircuits knows which endpoints' circuit breakers are open, and until
-// when, from the endpoint_circuits table the dispatchers share. Fan-out
-// parks a new keyless delivery to such an endpoint straight in
-// delivery_retries, due when the circuit may be probed, instead of sending
-// it through JetStream to a dispatcher that would only park it there: an
-// endpoint that fails everything then costs one row per delivery, not a
-// publish, a consume, a park and an ack.
+// OpenCircuits knows which endpoints' circuit breakers are not closed, from
+// the endpoint_circuits table the dispatchers share. Fan-out parks a new
+// keyless delivery to such an endpoint straight in delivery_retries as held
+// for the circuit, instead of sending it through JetStream to a dispatcher
+// that would only park it there: an endpoint that fails everything then
+// costs one row per delivery, not a publish, a consume, a park and an ack.
+// The dispatchers' schedulers release one held row as the probe when the
+// circuit may be probed, and all of them once it closed (see the
+// dispatcher's retry package).
 //
-// What it knows may be a poll interval old. A circuit it still thinks open
-// after it closed holds a delivery until the open_until it read (the
-// dispatcher would have held it until then too, had it seen it open); one
-// it does not know open yet is sent as usual, and the dispatcher holds it.
+// What it knows may be a poll interval old. A delivery it holds after the
+// circuit closed is released by the next sweep of a scheduler; one it does
+// not know held yet is sent as usual, and the dispatcher holds it.
 type OpenCircuits struct {
 	mu   sync.RWMutex
-	open map[string]time.Time // endpoint id → open until
+	open map[string]struct{} // endpoint ids
 }
 
 // NewOpenCircuits returns an empty set: every circuit closed.
 func NewOpenCircuits() *OpenCircuits {
-	return &OpenCircuits{open: map[string]time.Time{}}
+	return &OpenCircuits{open: map[string]struct{}{}}
 }
 
-// Until reports whether endpoint's circuit is open at now, and until when.
-func (c *OpenCircuits) Until(endpoint string, now time.Time) (time.Time, bool) {
+// Holds reports whether endpoint's circuit holds its deliveries.
+func (c *OpenCircuits) Holds(endpoint string) bool {
 	c.mu.RLock()
-	until, ok := c.open[endpoint]
+	_, ok := c.open[endpoint]
 	c.mu.RUnlock()
-	if !ok || !now.Before(until) {
-		return time.Time{}, false
-	}
-	return until, true
+	return ok
 }
 
-// openCircuitsSQL reads the circuits that are open. A half-open one is
-// being probed by a dispatcher, which holds the deliveries that come
-// meanwhile.
-const openCircuitsSQL = `
-SELECT endpoint_id, open_until FROM endpoint_circuits
-WHERE circuit = 'open' AND open_until > now()`
+// openCircuitsSQL reads the circuits that are not closed: open (even past
+// the cool-down: the probe comes from the held rows) or half-open (a probe
+// is out).
+const openCircuitsSQL = `SELECT endpoint_id FROM endpoint_circuits WHERE circuit <> 'closed'`
 
 // Refresh reads the open circuits once.
 func (c *OpenCircuits) Refresh(ctx context.Context, db Querier) error {
@@ -61,11 +57,10 @@ func (c *OpenCircuits) Refresh(ctx context.Context, db Querier) error {
 	if err != nil {
 		return fmt.Errorf("read open circuits: %w", err)
 	}
-	open := map[string]time.Time{}
+	open := map[string]struct{}{}
 	var id string
-	var until time.Time
-	if _, err := pgx.ForEachRow(rows, []any{&id, &until}, func() error {
-		open[id] = until
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+		open[id] = struct{}{}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("read open circuits: %w", err)
@@ -109,13 +104,13 @@ func (c *OpenCircuits) Run(ctx context.Context, db Querier, interval time.Durati
 }
 
 // parkSQL stores deliveries held for an open circuit where the dispatchers'
-// retry schedulers look for due deliveries (see the dispatcher's retry
-// package): the payload is the Delivery, attempts not counted. A row that
-// is there already (a dispatcher parked the delivery after an attempt) is
-// kept.
+// retry schedulers look for them (see the dispatcher's retry package): the
+// payload is the Delivery, attempts not counted, due_at the latest it may
+// wait (its retry horizon). A row that is there already (a dispatcher
+// parked the delivery after an attempt) is kept.
 const parkSQL = `
-INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload, traceparent)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[], $6::text[])
+INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload, traceparent, circuit_hold)
+SELECT *, true FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[], $6::text[])
 ON CONFLICT (delivery_id) DO NOTHING`
 
 // held are the deliveries of one event parked for open circuits: the

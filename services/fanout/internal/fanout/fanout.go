@@ -26,6 +26,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/endpoints"
 	"github.com/hookline/hookline/pkg/ids"
 	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/store"
@@ -61,7 +62,7 @@ type Handler struct {
 	// sets one nobody serves.
 	Metrics *metrics.Metrics
 	// Circuits, when set, parks keyless deliveries to endpoints whose
-	// circuit is open in delivery_retries instead of publishing them.
+	// circuit is not closed in delivery_retries instead of publishing them.
 	Circuits *OpenCircuits
 }
 
@@ -232,7 +233,7 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			CreatedAt:   timestamppb.New(now),
 		}
 		dids[i], epids[i], statuses[i] = d.GetId(), ep.GetId(), "pending"
-		until, held := h.heldUntil(ep, d, now)
+		held := h.held(ep, d)
 		dctx, ds := h.tracer.Start(ctx, "fanout delivery", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 			attribute.String("hookline.endpoint_id", ep.GetId()),
 			attribute.String("hookline.delivery_id", d.GetId()),
@@ -245,7 +246,7 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			if err != nil {
 				return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
 			}
-			parked.add(d.GetId(), d.GetTenantId(), ep.GetId(), until, payload, telemetry.Traceparent(dctx))
+			parked.add(d.GetId(), d.GetTenantId(), ep.GetId(), now.Add(endpoints.Horizon(ep)), payload, telemetry.Traceparent(dctx))
 			continue
 		}
 		var m *nats.Msg
@@ -322,15 +323,15 @@ func (h *Handler) insert(ctx context.Context, parked *held, args ...any) error {
 	})
 }
 
-// heldUntil reports whether d, about to go to ep, waits for ep's open
-// circuit, and until when. Only keyless (or unordered) deliveries to an
-// enabled endpoint are held here: a keyed one goes to the dispatcher, whose
-// blocked-key bookkeeping keeps its key in order.
-func (h *Handler) heldUntil(ep *hooklinev1.Endpoint, d *hooklinev1.Delivery, now time.Time) (time.Time, bool) {
+// held reports whether d, about to go to ep, waits for ep's circuit. Only
+// keyless (or unordered) deliveries to an enabled endpoint are held here: a
+// keyed one goes to the dispatcher, whose blocked-key bookkeeping keeps its
+// key in order.
+func (h *Handler) held(ep *hooklinev1.Endpoint, d *hooklinev1.Delivery) bool {
 	if h.Circuits == nil || ep.GetDisabled() || (d.GetOrderingKey() != "" && ep.GetOrdering() != "none") {
-		return time.Time{}, false
+		return false
 	}
-	return h.Circuits.Until(ep.GetId(), now)
+	return h.Circuits.Holds(ep.GetId())
 }
 
 // insertDeliveries writes one row per matched endpoint in one statement. A
