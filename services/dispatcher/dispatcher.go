@@ -201,14 +201,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		defer cancel()
 		return h.Held(hctx, d, now)
 	}
-	sched.Gate = func(ctx context.Context, endpointID string, now time.Time) retry.Gate {
-		switch h.CircuitPhase(ctx, endpointID, now) {
+	sched.Gate = func(ctx context.Context, endpointID string, now time.Time) (retry.Gate, time.Time) {
+		phase, expiredBefore := h.CircuitPhase(ctx, endpointID, now)
+		switch phase {
 		case breaker.PhaseHeld:
-			return retry.Keep
+			return retry.Keep, expiredBefore
 		case breaker.PhaseProbe:
-			return retry.ReleaseProbe
+			return retry.ReleaseProbe, expiredBefore
 		}
-		return retry.ReleaseAll
+		return retry.ReleaseAll, expiredBefore
 	}
 	bg.Go(func() { sched.Run(bgCtx) })
 	limits := dispatch.NewLimits(concurrency, PerEndpointInFlight)

@@ -301,9 +301,9 @@ func equal(a, b []string) bool {
 	return true
 }
 
-// A keyless delivery to an endpoint whose circuit is open is parked in
-// delivery_retries, held for the circuit until at the latest its retry
-// horizon, instead of going through JetStream; a keyed one, and one to an
+// A keyless delivery to an endpoint whose circuit is open is only its
+// deliveries row, held for the circuit (the dispatchers' schedulers release
+// it), instead of going through JetStream; a keyed one, and one to an
 // endpoint with a closed circuit, are published as usual.
 func TestFanoutParksForOpenCircuit(t *testing.T) {
 	t.Parallel()
@@ -340,32 +340,22 @@ INSERT INTO endpoint_circuits (endpoint_id, circuit, open_until, opens) VALUES
 	}
 
 	did := ids.DeliveryFor("acme", keyless.GetId(), "ep_open")
-	var due time.Time
-	var payload []byte
-	var traceparent *string
 	var circuitHold bool
-	if err := b.pool.QueryRow(t.Context(), `SELECT due_at, payload, traceparent, circuit_hold FROM delivery_retries WHERE delivery_id = $1`, did).
-		Scan(&due, &payload, &traceparent, &circuitHold); err != nil {
-		t.Fatalf("parked delivery %s: %v", did, err)
-	}
-	d := &hooklinev1.Delivery{}
-	if err := proto.Unmarshal(payload, d); err != nil {
-		t.Fatal(err)
+	var traceparent *string
+	if err := b.pool.QueryRow(t.Context(), `SELECT circuit_hold, traceparent FROM deliveries WHERE id = $1`, did).
+		Scan(&circuitHold, &traceparent); err != nil {
+		t.Fatalf("held delivery %s: %v", did, err)
 	}
 	if !circuitHold {
-		t.Error("parked row not held for the circuit")
+		t.Error("delivery to the open circuit not held")
 	}
-	// The endpoint has no retry schedule: its horizon is the grace alone.
-	if want := d.GetCreatedAt().AsTime().Add(endpoints.HorizonGrace); due.Sub(want).Abs() > time.Millisecond {
-		t.Errorf("due %s, want the delivery's horizon %s", due, want)
+	if n := b.count(t, `SELECT count(*) FROM deliveries WHERE circuit_hold`); n != 1 {
+		t.Errorf("%d held deliveries rows, want 1", n)
 	}
-	if d.GetId() != did || d.GetEndpointId() != "ep_open" || d.GetAttempts() != 0 || string(d.GetData()) != string(keyless.GetData()) || d.GetCreatedAt() == nil {
-		t.Errorf("parked delivery %v", d)
+	if n := b.count(t, `SELECT count(*) FROM delivery_retries`); n != 0 {
+		t.Errorf("%d delivery_retries rows, want none (the deliveries row is the hold)", n)
 	}
-	if n := b.count(t, `SELECT count(*) FROM delivery_retries`); n != 1 {
-		t.Errorf("%d parked rows, want 1", n)
-	}
-	// Every matched endpoint still has its pending row.
+	// Every matched endpoint has its pending row.
 	if rows := b.deliveryRows(t, keyless.GetId()); len(rows) != 2 || rows[did] != "pending" {
 		t.Errorf("delivery rows %v", rows)
 	}

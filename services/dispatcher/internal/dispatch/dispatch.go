@@ -333,21 +333,23 @@ func (h *Handler) Held(ctx context.Context, d *hooklinev1.Delivery, now time.Tim
 // held for it: [breaker.PhaseClosed] also when the endpoint is gone or
 // disabled, since they must then be released to be dead-lettered, and
 // [breaker.PhaseHeld] when the endpoint cannot be looked up (the question is
-// asked again soon).
-func (h *Handler) CircuitPhase(ctx context.Context, endpointID string, now time.Time) breaker.Phase {
+// asked again soon). expiredBefore is the creation time before which a held
+// delivery is past the endpoint's retry horizon (zero when unknown).
+func (h *Handler) CircuitPhase(ctx context.Context, endpointID string, now time.Time) (phase breaker.Phase, expiredBefore time.Time) {
 	ep, err := h.Endpoints.Get(ctx, endpointID)
 	switch {
 	case err != nil:
-		return breaker.PhaseHeld
+		return breaker.PhaseHeld, time.Time{}
 	case ep == nil || ep.GetDeleted() || ep.GetDisabled():
-		return breaker.PhaseClosed
+		return breaker.PhaseClosed, time.Time{}
 	}
+	expiredBefore = now.Add(-endpoints.Horizon(ep))
 	p, ok := h.Breaker.(Phaser)
 	if !ok {
-		return breaker.PhaseClosed
+		return breaker.PhaseClosed, expiredBefore
 	}
-	phase, _ := p.Phase(endpointID, now)
-	return phase
+	phase, _ = p.Phase(endpointID, now)
+	return phase, expiredBefore
 }
 
 // decide attempts d to ep unless the endpoint is gone or disabled or its

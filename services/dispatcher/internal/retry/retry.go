@@ -133,9 +133,11 @@ type Scheduler struct {
 	// answer false whenever the dispatcher could do anything else with the
 	// delivery (attempt it, claim the probe, dead-letter it as expired).
 	Hold func(d *hooklinev1.Delivery, now time.Time) (latest time.Time, held bool)
-	// Gate, when set, says what [Scheduler.Sweep] does with the rows held
-	// for an endpoint's circuit. Without it, Sweep does nothing.
-	Gate func(ctx context.Context, endpointID string, now time.Time) Gate
+	// Gate, when set, says what [Scheduler.Sweep] does with the deliveries
+	// held for an endpoint's circuit, and the creation time before which a
+	// held delivery is past its retry horizon (zero: unknown). Without it,
+	// Sweep does nothing.
+	Gate func(ctx context.Context, endpointID string, now time.Time) (Gate, time.Time)
 	// ProbeGap is how long after releasing an endpoint's probe this
 	// scheduler waits before it releases another, while the circuit is
 	// still due a probe (the first may not have been claimed yet).
@@ -146,21 +148,6 @@ type Scheduler struct {
 
 	probed map[string]time.Time // endpoint → when this scheduler released its probe
 }
-
-// Gate is what a circuit means for the rows held for it.
-type Gate int
-
-// Gates.
-const (
-	// Keep: the circuit still holds them.
-	Keep Gate = iota
-	// ReleaseProbe: the circuit may be probed: release one row, the oldest.
-	ReleaseProbe
-	// ReleaseAll: nothing holds them any more (the circuit closed, or the
-	// endpoint was disabled or deleted, which the dispatcher then
-	// dead-letters).
-	ReleaseAll
-)
 
 // NewScheduler returns a Scheduler polling every 500 ms, 200 rows at a time.
 func NewScheduler(db Beginner, js jetstream.JetStream, log *slog.Logger) *Scheduler {
@@ -261,14 +248,7 @@ FOR UPDATE SKIP LOCKED`, s.Batch)
 		}
 		idsDone = append(idsDone, id)
 		m := bus.NewMsg(bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), d.GetOrderingKey()), MsgID(d, due), payload)
-		// A retry, perhaps hours after its trace ended, starts a trace of
-		// its own, linked to the one it was parked in.
-		opts := append(telemetry.LinkTo(traceparent), trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(attribute.String("hookline.delivery_id", d.GetId()), attribute.String("hookline.endpoint_id", d.GetEndpointId()),
-				attribute.String("hookline.event_id", d.GetEventId()), attribute.Int("hookline.attempt", int(d.GetAttempts())+1)))
-		sctx, span := s.tracer.Start(ctx, "republish retry", opts...)
-		spans = append(spans, span)
-		telemetry.Inject(sctx, m.Header)
+		spans = append(spans, s.traceRelease(ctx, m, d, traceparent))
 		msgs = append(msgs, m)
 	}
 	if err := rows.Err(); err != nil {
@@ -301,97 +281,14 @@ WHERE r.delivery_id = h.delivery_id`, heldIDs, heldUntils); err != nil {
 	return len(msgs) + len(heldIDs), nil
 }
 
-// heldEndpointsSQL lists the endpoints that have rows held for their
-// circuit, each found with one probe of delivery_retries_circuit_hold (a
-// loose index scan: PostgreSQL has no skip scan), however many rows each has.
-const heldEndpointsSQL = `
-WITH RECURSIVE held AS (
-    (SELECT endpoint_id FROM delivery_retries WHERE circuit_hold ORDER BY endpoint_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT r.endpoint_id FROM delivery_retries r
-            WHERE r.circuit_hold AND r.endpoint_id > held.endpoint_id ORDER BY r.endpoint_id LIMIT 1)
-    FROM held WHERE held.endpoint_id IS NOT NULL
-)
-SELECT endpoint_id FROM held WHERE endpoint_id IS NOT NULL`
-
-// releaseSQL makes up to $2 of endpoint $1's held rows, oldest first, due
-// now as ordinary rows, for [Scheduler.Tick] to publish.
-const releaseSQL = `
-UPDATE delivery_retries SET circuit_hold = false, due_at = now()
-WHERE delivery_id IN (
-    SELECT delivery_id FROM delivery_retries
-    WHERE endpoint_id = $1 AND circuit_hold
-    ORDER BY due_at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED)`
-
-// Sweep asks [Scheduler.Gate] about every endpoint with rows held for its
-// circuit, and releases its probe or its rows accordingly. It is level
-// triggered: a row held after its circuit closed (by a replica that had
-// not seen it close yet) is released by the next sweep.
-func (s *Scheduler) Sweep(ctx context.Context) error {
-	if s.Gate == nil {
-		return nil
-	}
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	rows, err := tx.Query(ctx, heldEndpointsSQL)
-	if err != nil {
-		_ = tx.Rollback(ctx)
-		return fmt.Errorf("list endpoints with held deliveries: %w", err)
-	}
-	eps, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	_ = tx.Rollback(ctx)
-	if err != nil {
-		return fmt.Errorf("list endpoints with held deliveries: %w", err)
-	}
-	now := time.Now()
-	for ep, at := range s.probed {
-		if now.Sub(at) >= s.ProbeGap {
-			delete(s.probed, ep)
-		}
-	}
-	for _, ep := range eps {
-		var limit int
-		switch s.Gate(ctx, ep, now) {
-		case Keep:
-			continue
-		case ReleaseProbe:
-			if _, recent := s.probed[ep]; recent {
-				continue
-			}
-			limit = 1
-		case ReleaseAll:
-			limit = s.ReleaseBatch
-		}
-		n, err := s.release(ctx, ep, limit)
-		if err != nil {
-			return err
-		}
-		if limit == 1 && n == 1 {
-			s.probed[ep] = now
-			s.log.Info("circuit due a probe, released a held delivery", "endpoint_id", ep)
-		} else if n > 0 {
-			s.log.Info("circuit no longer holds deliveries, released them", "endpoint_id", ep, "deliveries", n)
-		}
-	}
-	return nil
-}
-
-func (s *Scheduler) release(ctx context.Context, endpointID string, limit int) (int64, error) {
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	tag, err := tx.Exec(ctx, releaseSQL, endpointID, limit)
-	if err != nil {
-		return 0, fmt.Errorf("release deliveries held for %s: %w", endpointID, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("commit released deliveries of %s: %w", endpointID, err)
-	}
-	return tag.RowsAffected(), nil
+// traceRelease starts the span of publishing m, parked delivery d, and puts
+// its context in m's headers. A delivery released perhaps hours after its
+// trace ended starts a trace of its own, linked to the one it was parked in.
+func (s *Scheduler) traceRelease(ctx context.Context, m *nats.Msg, d *hooklinev1.Delivery, traceparent string) trace.Span {
+	opts := append(telemetry.LinkTo(traceparent), trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("hookline.delivery_id", d.GetId()), attribute.String("hookline.endpoint_id", d.GetEndpointId()),
+			attribute.String("hookline.event_id", d.GetEventId()), attribute.Int("hookline.attempt", int(d.GetAttempts())+1)))
+	sctx, span := s.tracer.Start(ctx, "republish retry", opts...)
+	telemetry.Inject(sctx, m.Header)
+	return span
 }

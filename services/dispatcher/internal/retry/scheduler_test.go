@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/natstest"
@@ -103,9 +104,9 @@ func TestSweepReleasesByGate(t *testing.T) {
 	s := NewScheduler(pool, js, slog.New(slog.DiscardHandler))
 	gates := map[string]Gate{"ep_held": Keep, "ep_probe": ReleaseProbe, "ep_closed": ReleaseAll}
 	asked := map[string]int{}
-	s.Gate = func(_ context.Context, ep string, _ time.Time) Gate {
+	s.Gate = func(_ context.Context, ep string, _ time.Time) (Gate, time.Time) {
 		asked[ep]++
-		return gates[ep]
+		return gates[ep], time.Time{}
 	}
 	if err := s.Sweep(ctx); err != nil {
 		t.Fatal(err)
@@ -149,6 +150,106 @@ func TestSweepReleasesByGate(t *testing.T) {
 	}
 	if c := countRows(t, pool, `SELECT count(*) FROM delivery_retries WHERE NOT circuit_hold`); c != 1 {
 		t.Errorf("%d rows released after ProbeGap, want 1", c)
+	}
+}
+
+// TestSweepReleasesHeldDeliveries: deliveries rows fan-out held for a
+// circuit are published, rebuilt from the row and its event, when their
+// gate releases them (the probe: the oldest one; all; or, while kept, those
+// past their horizon), and their hold is cleared; a held delivery whose
+// event is gone is dropped.
+func TestSweepReleasesHeldDeliveries(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := t.Context()
+	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	accepted := time.Now().Add(-time.Hour).UTC().Truncate(time.Microsecond)
+	if _, err := pool.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('acme', 'Acme')`); err != nil {
+		t.Fatal(err)
+	}
+	// Three events; every endpoint holds a delivery of each, created a
+	// minute apart (evt_0 oldest).
+	for i := range 3 {
+		if _, err := pool.Exec(ctx, `INSERT INTO events (tenant_id, id, type, data, ordering_key, accepted_at, published)
+VALUES ('acme', $1, 'order.created', $2, NULLIF($3, ''), $4, true)`,
+			fmt.Sprintf("evt_%d", i), fmt.Sprintf(`{"n": %d,  "spaced":true}`, i), map[bool]string{true: "k1"}[i == 1], accepted); err != nil {
+			t.Fatal(err)
+		}
+		for _, ep := range []string{"ep_held", "ep_probe", "ep_closed", "ep_expiring"} {
+			if _, err := pool.Exec(ctx, `INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, circuit_hold, traceparent, created_at)
+VALUES ($1, 'acme', $2, $3, true, $4, $5)`, fmt.Sprintf("dlv_%s_%d", ep, i), fmt.Sprintf("evt_%d", i), ep,
+				"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", accepted.Add(time.Duration(i)*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// ep_closed's last delivery lost its event.
+	if _, err := pool.Exec(ctx, `UPDATE deliveries SET event_id = 'evt_gone' WHERE id = 'dlv_ep_closed_2'`); err != nil {
+		t.Fatal(err)
+	}
+	s := NewScheduler(pool, js, slog.New(slog.DiscardHandler))
+	gates := map[string]Gate{"ep_held": Keep, "ep_probe": ReleaseProbe, "ep_closed": ReleaseAll, "ep_expiring": Keep}
+	s.Gate = func(_ context.Context, ep string, _ time.Time) (Gate, time.Time) {
+		if ep == "ep_expiring" {
+			// Created before the second delivery: past the horizon.
+			return Keep, accepted.Add(30 * time.Second)
+		}
+		return gates[ep], time.Time{}
+	}
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := pool.Query(ctx, `SELECT id FROM deliveries WHERE NOT circuit_hold ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"dlv_ep_closed_0", "dlv_ep_closed_1", "dlv_ep_closed_2", "dlv_ep_expiring_0", "dlv_ep_probe_0"}
+	if !slices.Equal(released, want) {
+		t.Errorf("released %v, want %v", released, want)
+	}
+	stream, err := js.Stream(ctx, bus.StreamDeliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 4 {
+		t.Fatalf("%d deliveries published, want 4 (the one without its event is dropped)", info.State.Msgs)
+	}
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		raw, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &hooklinev1.Delivery{}
+		if err := proto.Unmarshal(raw.Data, d); err != nil {
+			t.Fatal(err)
+		}
+		n := d.GetId()[len(d.GetId())-1:]
+		if d.GetEventId() != "evt_"+n || d.GetTenantId() != "acme" || d.GetEventType() != "order.created" ||
+			string(d.GetData()) != fmt.Sprintf(`{"n": %s,  "spaced":true}`, n) || d.GetAttempts() != 0 ||
+			!d.GetAcceptedAt().AsTime().Equal(accepted) || d.GetCreatedAt() == nil {
+			t.Errorf("released delivery %v", d)
+		}
+		if wantKey := map[bool]string{true: "k1"}[n == "1"]; d.GetOrderingKey() != wantKey {
+			t.Errorf("%s: ordering key %q, want %q", d.GetId(), d.GetOrderingKey(), wantKey)
+		}
+		if want := bus.DeliverySubject("acme", d.GetEndpointId(), d.GetOrderingKey()); raw.Subject != want {
+			t.Errorf("%s published on %s, want %s", d.GetId(), raw.Subject, want)
+		}
+		if raw.Header.Get(bus.HeaderMsgID) != bus.DeliveryMsgID(d.GetId(), 0) {
+			t.Errorf("%s: Nats-Msg-Id %q", d.GetId(), raw.Header.Get(bus.HeaderMsgID))
+		}
 	}
 }
 

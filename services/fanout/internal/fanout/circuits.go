@@ -103,38 +103,31 @@ func (c *OpenCircuits) Run(ctx context.Context, db Querier, interval time.Durati
 	}
 }
 
-// parkSQL stores deliveries held for an open circuit where the dispatchers'
-// retry schedulers look for them (see the dispatcher's retry package): the
-// payload is the Delivery, attempts not counted, due_at the latest it may
-// wait (its retry horizon). A row that is there already (a dispatcher
-// parked the delivery after an attempt) is kept.
-const parkSQL = `
-INSERT INTO delivery_retries (delivery_id, tenant_id, endpoint_id, due_at, payload, traceparent, circuit_hold)
-SELECT *, true FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[], $6::text[])
-ON CONFLICT (delivery_id) DO NOTHING`
+// insertHeldDeliveries writes the deliveries rows of an event held for open
+// circuits: circuit_hold set, and the trace context of their fan-out, so
+// that their delivery, when the dispatchers' schedulers release them (see
+// the dispatcher's retry package), links back to it. Nothing else is
+// stored: the release rebuilds each Delivery from its row and its event's.
+// A repeated fan-out changes nothing.
+const insertHeldDeliveries = `
+INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, circuit_hold, traceparent)
+SELECT d.id, $4, $5, d.endpoint_id, 'pending', true, d.traceparent
+FROM unnest($1::text[], $2::text[], $3::text[]) AS d(id, endpoint_id, traceparent)
+ON CONFLICT (id) DO NOTHING`
 
-// held are the deliveries of one event parked for open circuits: the
-// arguments of parkSQL.
+// held are the deliveries of one event held for open circuits: ids,
+// endpoints and trace contexts.
 type held struct {
-	ids, tenants, endpoints []string
-	due                     []time.Time
-	payloads                [][]byte
-	traceparents            []*string
+	ids, endpoints []string
+	traceparents   []*string
 }
 
-func (p *held) add(id, tenant, endpoint string, due time.Time, payload []byte, traceparent string) {
+func (p *held) add(id, endpoint, traceparent string) {
 	p.ids = append(p.ids, id)
-	p.tenants = append(p.tenants, tenant)
 	p.endpoints = append(p.endpoints, endpoint)
-	p.due = append(p.due, due)
-	p.payloads = append(p.payloads, payload)
 	var tp *string
 	if traceparent != "" {
 		tp = &traceparent
 	}
 	p.traceparents = append(p.traceparents, tp)
-}
-
-func (p *held) args() []any {
-	return []any{p.ids, p.tenants, p.endpoints, p.due, p.payloads, p.traceparents}
 }

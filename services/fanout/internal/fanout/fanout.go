@@ -26,7 +26,6 @@ import (
 
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/bus"
-	"github.com/hookline/hookline/pkg/endpoints"
 	"github.com/hookline/hookline/pkg/ids"
 	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/store"
@@ -214,13 +213,13 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	}
 	now := apitime.Now()
 	var (
-		dids     = make([]string, len(eps))
-		epids    = make([]string, len(eps))
-		statuses = make([]string, len(eps))
+		dids     = make([]string, 0, len(eps))
+		epids    = make([]string, 0, len(eps))
+		statuses = make([]string, 0, len(eps))
 		msgs     = make([]*nats.Msg, 0, len(eps))
 		parked   held
 	)
-	for i, ep := range eps {
+	for _, ep := range eps {
 		d := &hooklinev1.Delivery{
 			Id:          ids.DeliveryFor(ev.GetTenantId(), ev.GetId(), ep.GetId()),
 			TenantId:    ev.GetTenantId(),
@@ -232,7 +231,6 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			AcceptedAt:  ev.GetAcceptedAt(),
 			CreatedAt:   timestamppb.New(now),
 		}
-		dids[i], epids[i], statuses[i] = d.GetId(), ep.GetId(), "pending"
 		held := h.held(ep, d)
 		dctx, ds := h.tracer.Start(ctx, "fanout delivery", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 			attribute.String("hookline.endpoint_id", ep.GetId()),
@@ -241,17 +239,15 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			attribute.Bool("hookline.circuit_open", held)))
 		deliverySpans = append(deliverySpans, ds)
 		if held {
-			// The dispatcher would only park it: park it here.
-			payload, err := proto.Marshal(d)
-			if err != nil {
-				return fmt.Errorf("encode delivery %s: %w", d.GetId(), err)
-			}
-			parked.add(d.GetId(), d.GetTenantId(), ep.GetId(), now.Add(endpoints.Horizon(ep)), payload, telemetry.Traceparent(dctx))
+			// The dispatcher would only park it: its row waits for the
+			// circuit instead.
+			parked.add(d.GetId(), ep.GetId(), telemetry.Traceparent(dctx))
 			continue
 		}
+		dids, epids, statuses = append(dids, d.GetId()), append(epids, ep.GetId()), append(statuses, "pending")
 		var m *nats.Msg
 		if ep.GetDisabled() {
-			statuses[i] = "dead"
+			statuses[len(statuses)-1] = "dead"
 			m, err = deadLetterMsg(d, now)
 		} else {
 			m, err = deliveryMsg(d)
@@ -279,7 +275,7 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	// share of the fan-out's CPU at full load.
 	opctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	insertErr := h.insert(opctx, &parked, dids, epids, statuses, ev.GetTenantId(), ev.GetId())
+	insertErr := h.insert(opctx, &parked, ev.GetTenantId(), ev.GetId(), dids, epids, statuses)
 	if err := wait(opctx); err != nil {
 		return err
 	}
@@ -290,33 +286,37 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	return nil
 }
 
-// insert writes an event's deliveries rows, and the parked deliveries of
-// open circuits in the same transaction: group-committed with the rows of
-// events fanned out at the same time when the database can take batches.
-func (h *Handler) insert(ctx context.Context, parked *held, args ...any) error {
+// insert writes an event's deliveries rows, those held for open circuits
+// included: group-committed with the rows of events fanned out at the same
+// time when the database can take batches.
+func (h *Handler) insert(ctx context.Context, parked *held, tenantID, eventID string, dids, epids, statuses []string) error {
+	type statement struct {
+		sql  string
+		args []any
+	}
+	var stmts []statement
+	if len(dids) > 0 {
+		stmts = append(stmts, statement{insertDeliveries, []any{dids, epids, statuses, tenantID, eventID}})
+	}
+	if len(parked.ids) > 0 {
+		stmts = append(stmts, statement{insertHeldDeliveries, []any{parked.ids, parked.endpoints, parked.traceparents, tenantID, eventID}})
+	}
 	if h.group == nil {
-		if _, err := h.db.Exec(ctx, insertDeliveries, args...); err != nil {
-			return err
-		}
-		if len(parked.ids) > 0 {
-			if _, err := h.db.Exec(ctx, parkSQL, parked.args()...); err != nil {
-				return fmt.Errorf("park deliveries of open circuits: %w", err)
+		for _, st := range stmts {
+			if _, err := h.db.Exec(ctx, st.sql, st.args...); err != nil {
+				return err
 			}
 		}
 		return nil
 	}
 	b := &pgx.Batch{}
-	b.Queue(insertDeliveries, args...)
-	if len(parked.ids) > 0 {
-		b.Queue(parkSQL, parked.args()...)
+	for _, st := range stmts {
+		b.Queue(st.sql, st.args...)
 	}
 	return h.group.Do(ctx, b, func(br pgx.BatchResults) error {
-		if _, err := br.Exec(); err != nil {
-			return err
-		}
-		if len(parked.ids) > 0 {
+		for range stmts {
 			if _, err := br.Exec(); err != nil {
-				return fmt.Errorf("park deliveries of open circuits: %w", err)
+				return err
 			}
 		}
 		return nil
