@@ -103,16 +103,16 @@ func (c *OpenCircuits) Run(ctx context.Context, db Querier, interval time.Durati
 	}
 }
 
-// insertHeldDeliveries writes the deliveries rows of an event held for open
-// circuits: circuit_hold set, and the trace context of their fan-out, so
-// that their delivery, when the dispatchers' schedulers release them (see
-// the dispatcher's retry package), links back to it. Nothing else is
-// stored: the release rebuilds each Delivery from its row and its event's.
-// A repeated fan-out changes nothing.
-const insertHeldDeliveries = `
+// insertDeliveriesHolding is insertDeliveries for an event with deliveries
+// held for open circuits: $6 says which rows are held, $7 gives their trace
+// context of fan-out, so that their delivery, when the dispatchers'
+// schedulers release them (see the dispatcher's retry package), links back
+// to it. Nothing else is stored: the release rebuilds each Delivery from its
+// row and its event's.
+const insertDeliveriesHolding = `
 INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, circuit_hold, traceparent)
-SELECT d.id, $4, $5, d.endpoint_id, 'pending', true, d.traceparent
-FROM unnest($1::text[], $2::text[], $3::text[]) AS d(id, endpoint_id, traceparent)
+SELECT d.id, $4, $5, d.endpoint_id, d.status, d.hold, d.traceparent
+FROM unnest($1::text[], $2::text[], $3::text[], $6::bool[], $7::text[]) AS d(id, endpoint_id, status, hold, traceparent)
 ON CONFLICT (id) DO NOTHING`
 
 // held are the deliveries of one event held for open circuits: ids,

@@ -287,39 +287,30 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 }
 
 // insert writes an event's deliveries rows, those held for open circuits
-// included: group-committed with the rows of events fanned out at the same
-// time when the database can take batches.
+// included, in one statement: group-committed with the rows of events fanned
+// out at the same time when the database can take batches.
 func (h *Handler) insert(ctx context.Context, parked *held, tenantID, eventID string, dids, epids, statuses []string) error {
-	type statement struct {
-		sql  string
-		args []any
-	}
-	var stmts []statement
-	if len(dids) > 0 {
-		stmts = append(stmts, statement{insertDeliveries, []any{dids, epids, statuses, tenantID, eventID}})
-	}
+	sql, args := insertDeliveries, []any{dids, epids, statuses, tenantID, eventID}
 	if len(parked.ids) > 0 {
-		stmts = append(stmts, statement{insertHeldDeliveries, []any{parked.ids, parked.endpoints, parked.traceparents, tenantID, eventID}})
+		holds := make([]bool, len(dids), len(dids)+len(parked.ids))
+		traceparents := make([]*string, len(dids), len(dids)+len(parked.ids))
+		for range parked.ids {
+			holds = append(holds, true)
+			statuses = append(statuses, "pending")
+		}
+		sql = insertDeliveriesHolding
+		args = []any{append(dids, parked.ids...), append(epids, parked.endpoints...), statuses, tenantID, eventID,
+			holds, append(traceparents, parked.traceparents...)}
 	}
 	if h.group == nil {
-		for _, st := range stmts {
-			if _, err := h.db.Exec(ctx, st.sql, st.args...); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := h.db.Exec(ctx, sql, args...)
+		return err
 	}
 	b := &pgx.Batch{}
-	for _, st := range stmts {
-		b.Queue(st.sql, st.args...)
-	}
+	b.Queue(sql, args...)
 	return h.group.Do(ctx, b, func(br pgx.BatchResults) error {
-		for range stmts {
-			if _, err := br.Exec(); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := br.Exec()
+		return err
 	})
 }
 
