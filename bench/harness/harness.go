@@ -169,7 +169,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		keepLogs = true
 		return nil, err
 	}
-	e := &env{p: p, recv: recv, js: js, opts: o, log: logf}
+	e := &env{p: p, recv: recv, js: js, opts: o, log: logf, db: db}
 	runs := make([][]Result, len(scenarios))
 	for round := range o.Rounds {
 		for i, sc := range scenarios {

@@ -109,6 +109,23 @@ func (d *database) drop() error {
 	return nil
 }
 
+// checkpoint runs a PostgreSQL CHECKPOINT: the dirty buffers of what ran
+// before are written now, instead of during the next measurement (it needs
+// a superuser or the pg_checkpoint role).
+func (d *database) checkpoint(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, d.url)
+	if err != nil {
+		return fmt.Errorf("connect for checkpoint: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}
+
 // durability describes what the measured figures promise about durability.
 func (d *database) durability(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -120,6 +120,7 @@ func median(rs []Result) Result {
 
 // env is what scenarios run against.
 type env struct {
+	db   *database
 	p    *pipeline
 	recv *receiver
 	js   jetstream.JetStream
@@ -202,7 +203,12 @@ func (e *env) runScenario(ctx context.Context, idx int, sc Scenario) (res Result
 	}
 	waitQuiet(ctx, e.js, 10*time.Second)
 	// The previous scenario's aftermath (PostgreSQL's autovacuum and
-	// checkpoint, say) must not land in this one's figures.
+	// checkpoint, say) must not land in this one's figures. A checkpoint
+	// the previous scenario's WAL started is spread over minutes of disk
+	// writes that leave the CPUs idle: finish it now.
+	if err := e.db.checkpoint(ctx); err != nil {
+		e.log("  %v (figures may include the previous scenario's checkpoint)", err)
+	}
 	waitIdle(ctx, idleBusy, max(20*time.Second, e.opts.scaled(20*time.Second)))
 
 	spec := loadSpec{via: sc.Via, rate: sc.Rate, keys: sc.Keys, duration: e.opts.scaled(sc.Duration), count: e.opts.Events, window: e.opts.Window}
