@@ -2,6 +2,7 @@ package ids
 
 import (
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,40 @@ func TestDeliveryForIsStable(t *testing.T) {
 	a := DeliveryFor("acme", "evt_1", "ep_1")
 	if a != DeliveryFor("acme", "evt_1", "ep_1") || a == DeliveryFor("acme", "evt_1", "ep_2") || a == DeliveryFor("acme2", "evt_1", "ep_1") {
 		t.Fatal("DeliveryFor must be a function of its inputs only")
+	}
+}
+
+func TestDeliveryForAtIsStableAndSortsByTime(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 22, 10, 0, 0, 123_456_789, time.UTC)
+	a := DeliveryForAt("acme", "evt_1", "ep_1", at)
+	if a != DeliveryForAt("acme", "evt_1", "ep_1", at) {
+		t.Fatal("DeliveryForAt must be a function of its inputs only")
+	}
+	if !strings.HasPrefix(a, Delivery) || len(a) != len(Delivery)+26 {
+		t.Fatalf("bad id %q", a)
+	}
+	for _, other := range []string{
+		DeliveryForAt("acme", "evt_1", "ep_2", at),
+		DeliveryForAt("acme2", "evt_1", "ep_1", at),
+		DeliveryForAt("acme", "evt_2", "ep_1", at),
+		DeliveryForAt("acme", "evt_1", "ep_1", at.Add(time.Millisecond)),
+	} {
+		if other == a {
+			t.Fatalf("two inputs gave the same id %q", a)
+		}
+	}
+	// The time part is that of NewAt: ids sort by acceptance time whatever
+	// their event and endpoint.
+	if got, want := a[len(Delivery):len(Delivery)+10], NewAt(Delivery, at)[len(Delivery):len(Delivery)+10]; got != want {
+		t.Fatalf("time part %q, want %q", got, want)
+	}
+	var got []string
+	for i := range 100 {
+		got = append(got, DeliveryForAt("acme", NewAt(Event, at), "ep_"+strconv.Itoa(100-i), at.Add(time.Duration(i)*time.Millisecond)))
+	}
+	if !sort.StringsAreSorted(got) {
+		t.Fatal("ids are not sorted by acceptance time")
 	}
 }
 

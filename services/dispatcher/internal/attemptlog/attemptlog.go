@@ -10,12 +10,13 @@
 // [DropExpired].
 //
 // Because the partition key must be part of the primary key, the key
-// (delivery_id, attempt, started_at) no longer stops the same attempt from
-// being recorded twice with two start times (a dispatcher that died after
-// publishing an outcome repeats the attempt). [Store] therefore upserts the
-// deliveries first, which locks each delivery's row until commit, and then
-// inserts only the attempts not already recorded for that delivery: two
-// writers holding the same outcome are serialised by that row lock.
+// (tenant_id, event_id, endpoint_id, delivery_id, attempt, started_at) does
+// not stop the same attempt from being recorded twice with two start times
+// (a dispatcher that died after publishing an outcome repeats the attempt).
+// [Store] therefore upserts the deliveries first, which locks each
+// delivery's row until commit, and then inserts only the attempts not
+// already recorded for that delivery: two writers holding the same outcome
+// are serialised by that row lock.
 //
 // The writer also knows every outcome, so it tracks per endpoint since when
 // it has failed without a success (table endpoint_health) and disables an
@@ -385,10 +386,18 @@ func store(ctx context.Context, db Beginner, outs []*hooklinev1.AttemptOutcome) 
 // insertAttempts records each attempt once. The primary key includes
 // started_at (the partition key), so it alone would let a repeated attempt
 // with a new start time in; NOT EXISTS looks for the same attempt started
-// within a day either side (so only a few partitions are probed), and the
-// deliveries' row locks taken before it serialise concurrent writers. A
-// repeat more than a day apart would be recorded twice: both requests did
-// happen. ON CONFLICT covers the exact replay of one outcome.
+// within a day either side (so only a few partitions are probed), through
+// the primary key (tenant_id, event_id, endpoint_id, delivery_id, attempt,
+// started_at): a delivery's outcomes all carry its tenant, event and
+// endpoint. A repeat more than a day apart would be recorded twice: both
+// requests did happen.
+//
+// There is no ON CONFLICT: Store dedupes a batch's attempts, and the
+// deliveries' row locks taken before this statement serialise writers
+// holding the same outcome, so the second one's NOT EXISTS (a new snapshot,
+// after the first committed) sees the row. Should a duplicate ever get
+// through, the batch fails, is retried, and then finds it. A speculative
+// insertion would cost every attempt a second heap WAL record.
 const insertAttempts = `
 INSERT INTO attempts (delivery_id, attempt, tenant_id, event_id, endpoint_id, started_at,
                       duration_ms, status_code, error, response_body, succeeded)
@@ -398,9 +407,9 @@ SELECT u.* FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[]
           duration_ms, status_code, error, response_body, succeeded)
 WHERE NOT EXISTS (
     SELECT 1 FROM attempts a
-    WHERE a.delivery_id = u.delivery_id AND a.attempt = u.attempt
-      AND a.started_at > u.started_at - interval '1 day' AND a.started_at < u.started_at + interval '1 day')
-ON CONFLICT (delivery_id, attempt, started_at) DO NOTHING`
+    WHERE a.tenant_id = u.tenant_id AND a.event_id = u.event_id AND a.endpoint_id = u.endpoint_id
+      AND a.delivery_id = u.delivery_id AND a.attempt = u.attempt
+      AND a.started_at > u.started_at - interval '1 day' AND a.started_at < u.started_at + interval '1 day')`
 
 // upsertDeliveries applies each delivery's latest outcome. An outcome older
 // than what the row records changes nothing but attempts (GREATEST), and a

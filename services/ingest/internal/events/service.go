@@ -416,6 +416,13 @@ func dbError(tenant string, err error) error {
 // says the event still waits for JetStream's acknowledgement. published is
 // no longer read (event_outbox is the outbox) but is set true for the down
 // migration.
+//
+// The outbox insert has no ON CONFLICT: it only gets the events this
+// statement inserted, and only the relay (which adopts old unpublished
+// events, never new ones) writes outbox rows otherwise. A conflict would
+// need an outbox row left over from a deleted event with the same tenant,
+// id and acceptance microsecond. A speculative insertion would cost every
+// event a second WAL record and index check.
 const insertSQL = `
 WITH e AS (
     INSERT INTO events (tenant_id, id, type, data, ordering_key, idempotency_key, source, accepted_at, only_endpoint_id, published)
@@ -425,7 +432,6 @@ WITH e AS (
 ), o AS (
     INSERT INTO event_outbox (accepted_at, tenant_id, id)
     SELECT accepted_at, tenant_id, id FROM e
-    ON CONFLICT DO NOTHING
 )
 SELECT id FROM e`
 
@@ -444,7 +450,6 @@ WITH e AS (
 ), o AS (
     INSERT INTO event_outbox (accepted_at, tenant_id, id)
     SELECT accepted_at, tenant_id, id FROM e
-    ON CONFLICT DO NOTHING
 )
 SELECT id, coalesce(idempotency_key, '') FROM e`
 
