@@ -100,6 +100,11 @@ func (b *bundle) publishEvent(t *testing.T, ev *hooklinev1.Event, msgID string) 
 	}
 }
 
+// deliveryID is the id fan-out derives for ev's delivery to endpoint.
+func deliveryID(ev *hooklinev1.Event, endpoint string) string {
+	return ids.DeliveryForAt(ev.GetTenantId(), ev.GetId(), endpoint, ev.GetAcceptedAt().AsTime())
+}
+
 func newEvent(typ, key string) *hooklinev1.Event {
 	return &hooklinev1.Event{
 		TenantId: "acme", Id: ids.New(ids.Event), Type: typ, Data: []byte(`{"amount":5}`),
@@ -183,8 +188,8 @@ func TestFanoutMatchesAndDedupes(t *testing.T) {
 	msgs := b.streamMsgs(t, bus.StreamDeliveries, 2)
 
 	wantIDs := map[string]string{
-		ids.DeliveryFor("acme", ev.GetId(), "ep_star"): "ep_star",
-		ids.DeliveryFor("acme", ev.GetId(), "ep_all"):  "ep_all",
+		deliveryID(ev, "ep_star"): "ep_star",
+		deliveryID(ev, "ep_all"):  "ep_all",
 	}
 	for _, m := range msgs {
 		d := &hooklinev1.Delivery{}
@@ -259,7 +264,7 @@ func TestFanoutDisabledAndOnlyEndpoint(t *testing.T) {
 	if err := proto.Unmarshal(dead[0].Data, dl); err != nil {
 		t.Fatal(err)
 	}
-	did := ids.DeliveryFor("acme", ev.GetId(), "ep_off")
+	did := deliveryID(ev, "ep_off")
 	if dl.GetReason() != "endpoint_disabled" || dl.GetDelivery().GetId() != did || dl.GetDeadAt() == nil {
 		t.Errorf("dead letter %v", dl)
 	}
@@ -339,7 +344,7 @@ INSERT INTO endpoint_circuits (endpoint_id, circuit, open_until, opens) VALUES
 		}
 	}
 
-	did := ids.DeliveryFor("acme", keyless.GetId(), "ep_open")
+	did := deliveryID(keyless, "ep_open")
 	var circuitHold bool
 	var traceparent *string
 	if err := b.pool.QueryRow(t.Context(), `SELECT circuit_hold, traceparent FROM deliveries WHERE id = $1`, did).

@@ -102,32 +102,3 @@ func (c *OpenCircuits) Run(ctx context.Context, db Querier, interval time.Durati
 		}
 	}
 }
-
-// insertDeliveriesHolding is insertDeliveries for an event with deliveries
-// held for open circuits: $6 says which rows are held, $7 gives their trace
-// context of fan-out, so that their delivery, when the dispatchers'
-// schedulers release them (see the dispatcher's retry package), links back
-// to it. Nothing else is stored: the release rebuilds each Delivery from its
-// row and its event's.
-const insertDeliveriesHolding = `
-INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, circuit_hold, traceparent)
-SELECT d.id, $4, $5, d.endpoint_id, d.status, d.hold, d.traceparent
-FROM unnest($1::text[], $2::text[], $3::text[], $6::bool[], $7::text[]) AS d(id, endpoint_id, status, hold, traceparent)
-ON CONFLICT (id) DO NOTHING`
-
-// held are the deliveries of one event held for open circuits: ids,
-// endpoints and trace contexts.
-type held struct {
-	ids, endpoints []string
-	traceparents   []*string
-}
-
-func (p *held) add(id, endpoint, traceparent string) {
-	p.ids = append(p.ids, id)
-	p.endpoints = append(p.endpoints, endpoint)
-	var tp *string
-	if traceparent != "" {
-		tp = &traceparent
-	}
-	p.traceparents = append(p.traceparents, tp)
-}

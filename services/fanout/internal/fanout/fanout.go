@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,7 +27,6 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/ids"
 	"github.com/hookline/hookline/pkg/metrics"
-	"github.com/hookline/hookline/pkg/store"
 	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
@@ -54,9 +52,9 @@ type Handler struct {
 	match  Matcher
 	log    *slog.Logger
 	tracer trace.Tracer
-	// group, when db can send batches, commits the rows of events fanned
-	// out concurrently together.
-	group *store.Group
+	// rows inserts the deliveries rows of events fanned out concurrently
+	// in one statement.
+	rows *rowWriter
 	// Metrics counts deliveries created and unmatched events; NewHandler
 	// sets one nobody serves.
 	Metrics *metrics.Metrics
@@ -69,17 +67,15 @@ type Handler struct {
 func NewHandler(db Execer, js jetstream.JetStream, m Matcher, log *slog.Logger) *Handler {
 	h := &Handler{db: db, js: js, match: m, log: log, tracer: otel.Tracer("github.com/hookline/hookline/services/fanout"),
 		Metrics: metrics.New("hookline-fanout")}
-	if bs, ok := db.(store.BatchSender); ok {
-		h.group = store.NewGroup(bs, groupWorkers, groupStatements)
-	}
+	h.rows = newRowWriter(db, rowWriters, maxRows)
 	return h
 }
 
-// Group commit of deliveries rows: flushes in flight at once, and the most
-// events' inserts one flush sends.
+// Deliveries rows: statements in flight at once, and the most rows one
+// statement inserts (an event's rows are never split).
 const (
-	groupWorkers    = 2
-	groupStatements = 500
+	rowWriters = 2
+	maxRows    = 2000
 )
 
 // opTimeout bounds each database statement and each wait for publish acks.
@@ -213,15 +209,15 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	}
 	now := apitime.Now()
 	var (
-		dids     = make([]string, 0, len(eps))
-		epids    = make([]string, 0, len(eps))
-		statuses = make([]string, 0, len(eps))
-		msgs     = make([]*nats.Msg, 0, len(eps))
-		parked   held
+		rows = make([]deliveryRow, 0, len(eps))
+		msgs = make([]*nats.Msg, 0, len(eps))
 	)
 	for _, ep := range eps {
 		d := &hooklinev1.Delivery{
-			Id:          ids.DeliveryFor(ev.GetTenantId(), ev.GetId(), ep.GetId()),
+			// The acceptance time in front: ids of deliveries fanned out
+			// together sort together, so the deliveries key grows at its
+			// right end instead of touching a random page per row.
+			Id:          ids.DeliveryForAt(ev.GetTenantId(), ev.GetId(), ep.GetId(), ev.GetAcceptedAt().AsTime()),
 			TenantId:    ev.GetTenantId(),
 			EventId:     ev.GetId(),
 			EndpointId:  ep.GetId(),
@@ -238,16 +234,24 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			attribute.Bool("hookline.dead_letter", ep.GetDisabled()),
 			attribute.Bool("hookline.circuit_open", held)))
 		deliverySpans = append(deliverySpans, ds)
+		row := deliveryRow{id: d.GetId(), tenant: ev.GetTenantId(), event: ev.GetId(), endpoint: ep.GetId(), status: "pending"}
 		if held {
 			// The dispatcher would only park it: its row waits for the
-			// circuit instead.
-			parked.add(d.GetId(), ep.GetId(), telemetry.Traceparent(dctx))
+			// circuit instead (the release rebuilds it from the row and
+			// the event), with the trace context to link back to.
+			row.hold = true
+			if tp := telemetry.Traceparent(dctx); tp != "" {
+				row.traceparent = &tp
+			}
+			rows = append(rows, row)
 			continue
 		}
-		dids, epids, statuses = append(dids, d.GetId()), append(epids, ep.GetId()), append(statuses, "pending")
+		if ep.GetDisabled() {
+			row.status = "dead"
+		}
+		rows = append(rows, row)
 		var m *nats.Msg
 		if ep.GetDisabled() {
-			statuses[len(statuses)-1] = "dead"
 			m, err = deadLetterMsg(d, now)
 		} else {
 			m, err = deliveryMsg(d)
@@ -275,7 +279,7 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	// share of the fan-out's CPU at full load.
 	opctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	insertErr := h.insert(opctx, &parked, ev.GetTenantId(), ev.GetId(), dids, epids, statuses)
+	insertErr := h.rows.insert(opctx, rows)
 	if err := wait(opctx); err != nil {
 		return err
 	}
@@ -284,34 +288,6 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 	}
 	h.Metrics.DeliveriesCreated.Add(float64(len(eps)))
 	return nil
-}
-
-// insert writes an event's deliveries rows, those held for open circuits
-// included, in one statement: group-committed with the rows of events fanned
-// out at the same time when the database can take batches.
-func (h *Handler) insert(ctx context.Context, parked *held, tenantID, eventID string, dids, epids, statuses []string) error {
-	sql, args := insertDeliveries, []any{dids, epids, statuses, tenantID, eventID}
-	if len(parked.ids) > 0 {
-		holds := make([]bool, len(dids), len(dids)+len(parked.ids))
-		traceparents := make([]*string, len(dids), len(dids)+len(parked.ids))
-		for range parked.ids {
-			holds = append(holds, true)
-			statuses = append(statuses, "pending")
-		}
-		sql = insertDeliveriesHolding
-		args = []any{append(dids, parked.ids...), append(epids, parked.endpoints...), statuses, tenantID, eventID,
-			holds, append(traceparents, parked.traceparents...)}
-	}
-	if h.group == nil {
-		_, err := h.db.Exec(ctx, sql, args...)
-		return err
-	}
-	b := &pgx.Batch{}
-	b.Queue(sql, args...)
-	return h.group.Do(ctx, b, func(br pgx.BatchResults) error {
-		_, err := br.Exec()
-		return err
-	})
 }
 
 // held reports whether d, about to go to ep, waits for ep's circuit. Only
@@ -324,14 +300,6 @@ func (h *Handler) held(ep *hooklinev1.Endpoint, d *hooklinev1.Delivery) bool {
 	}
 	return h.Circuits.Holds(ep.GetId())
 }
-
-// insertDeliveries writes one row per matched endpoint in one statement. A
-// repeated fan-out derives the same ids and changes nothing.
-const insertDeliveries = `
-INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status)
-SELECT d.id, $4, $5, d.endpoint_id, d.status
-FROM unnest($1::text[], $2::text[], $3::text[]) AS d(id, endpoint_id, status)
-ON CONFLICT (id) DO NOTHING`
 
 func deliveryMsg(d *hooklinev1.Delivery) (*nats.Msg, error) {
 	b, err := proto.Marshal(d)
