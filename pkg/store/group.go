@@ -67,16 +67,22 @@ func (g *Group) Do(ctx context.Context, b *pgx.Batch, read func(pgx.BatchResults
 		}
 	})
 	r := &groupReq{ctx: ctx, batch: b, read: read, done: make(chan error, 1)}
+	return handOver(ctx, g.reqs, r, r.done, "statements")
+}
+
+// handOver queues r on reqs for a worker and waits for its outcome on
+// done, or until ctx ends.
+func handOver[R any](ctx context.Context, reqs chan<- R, r R, done <-chan error, what string) error {
 	select {
-	case g.reqs <- r:
+	case reqs <- r:
 	case <-ctx.Done():
-		return fmt.Errorf("queue statements: %w", ctx.Err())
+		return fmt.Errorf("queue %s: %w", what, ctx.Err())
 	}
 	select {
-	case err := <-r.done:
+	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("wait for statements: %w", ctx.Err())
+		return fmt.Errorf("wait for %s: %w", what, ctx.Err())
 	}
 }
 

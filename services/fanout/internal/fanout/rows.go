@@ -3,12 +3,10 @@ package fanout
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
-	"sync"
 
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/hookline/hookline/pkg/store"
 )
 
 // deliveryRow is one deliveries row fan-out writes.
@@ -33,116 +31,51 @@ ON CONFLICT (id) DO NOTHING`
 // half as much per row as a statement per event, and rows taken in id order
 // cannot deadlock with the attempt-log writer, which upserts deliveries rows
 // in id order too (it may get there first: fan-out publishes and inserts at
-// the same time). A lone event waits for nothing.
+// the same time). A lone event waits for nothing; a statement that fails on
+// a value is retried event by event, so that only the bad one fails.
 type rowWriter struct {
-	db      Execer
-	workers int
-	max     int
-	start   sync.Once
-	reqs    chan *rowsReq
-}
-
-type rowsReq struct {
-	ctx  context.Context
-	rows []deliveryRow
-	done chan error
+	db Execer
+	c  *store.Coalescer[[]deliveryRow]
 }
 
 func newRowWriter(db Execer, workers, maxRows int) *rowWriter {
-	return &rowWriter{db: db, workers: max(workers, 1), max: max(maxRows, 1), reqs: make(chan *rowsReq, 4096)}
+	w := &rowWriter{db: db}
+	w.c = store.NewCoalescer(workers, maxRows, func(rows []deliveryRow) int { return len(rows) }, w.write)
+	return w
 }
 
 // insert writes rows, with the rows of concurrent callers, and returns
-// once they are committed. When a shared statement fails on a value, each
-// caller's rows are written again alone, so only the bad one fails.
+// once they are committed.
 func (w *rowWriter) insert(ctx context.Context, rows []deliveryRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	w.start.Do(func() {
-		for range w.workers {
-			go w.run()
-		}
-	})
-	r := &rowsReq{ctx: ctx, rows: rows, done: make(chan error, 1)}
-	select {
-	case w.reqs <- r:
-	case <-ctx.Done():
-		return fmt.Errorf("queue deliveries rows: %w", ctx.Err())
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("wait for deliveries rows: %w", ctx.Err())
-	}
+	return w.c.Do(ctx, rows)
 }
 
-func (w *rowWriter) run() {
-	var (
-		reqs    []*rowsReq
-		pending *rowsReq
-	)
-	for {
-		reqs = reqs[:0]
-		if pending != nil {
-			reqs, pending = append(reqs, pending), nil
-		} else {
-			reqs = append(reqs, <-w.reqs)
-		}
-		n := len(reqs[0].rows)
-	collect:
-		for n < w.max {
-			select {
-			case r := <-w.reqs:
-				if n+len(r.rows) > w.max {
-					pending = r
-					break collect
-				}
-				reqs = append(reqs, r)
-				n += len(r.rows)
-			default:
-				break collect
-			}
-		}
-		err := w.write(reqs[0].ctx, reqs...)
-		var pgErr *pgconn.PgError
-		alone := err != nil && len(reqs) > 1 && errors.As(err, &pgErr)
-		for _, r := range reqs {
-			if alone {
-				err = w.write(r.ctx, r)
-			}
-			r.done <- err
-		}
-		clear(reqs)
-	}
-}
-
-// write inserts the rows of reqs in one statement, with ctx's values (the
-// trace of the first caller) but not its cancellation: the statement is the
-// others' too.
-func (w *rowWriter) write(ctx context.Context, reqs ...*rowsReq) error {
+// write inserts the rows of events in one statement.
+func (w *rowWriter) write(ctx context.Context, events [][]deliveryRow) error {
 	var all []deliveryRow
-	if len(reqs) == 1 {
-		all = slices.Clone(reqs[0].rows)
+	if len(events) == 1 {
+		all = slices.Clone(events[0])
 	} else {
-		for _, r := range reqs {
-			all = append(all, r.rows...)
+		for _, rows := range events {
+			all = append(all, rows...)
 		}
 	}
 	slices.SortFunc(all, func(a, b deliveryRow) int { return cmp.Compare(a.id, b.id) })
 	var (
-		ids, tenants, events, endpoints, statuses = make([]string, len(all)), make([]string, len(all)), make([]string, len(all)), make([]string, len(all)), make([]string, len(all))
-		holds                                     = make([]bool, len(all))
-		traceparents                              = make([]*string, len(all))
+		ids, tenants, eventIDs, endpoints, statuses = make([]string, len(all)), make([]string, len(all)), make([]string, len(all)), make([]string, len(all)), make([]string, len(all))
+		holds                                       = make([]bool, len(all))
+		traceparents                                = make([]*string, len(all))
 	)
 	for i, r := range all {
-		ids[i], tenants[i], events[i], endpoints[i], statuses[i] = r.id, r.tenant, r.event, r.endpoint, r.status
+		ids[i], tenants[i], eventIDs[i], endpoints[i], statuses[i] = r.id, r.tenant, r.event, r.endpoint, r.status
 		holds[i], traceparents[i] = r.hold, r.traceparent
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if _, err := w.db.Exec(ctx, insertRowsSQL, ids, tenants, events, endpoints, statuses, holds, traceparents); err != nil {
+	if _, err := w.db.Exec(ctx, insertRowsSQL, ids, tenants, eventIDs, endpoints, statuses, holds, traceparents); err != nil {
 		return fmt.Errorf("insert %d deliveries rows: %w", len(all), err)
 	}
 	return nil

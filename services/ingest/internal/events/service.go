@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -59,10 +58,9 @@ type Service struct {
 	// group commits the inserts and outbox deletions of concurrent
 	// requests together.
 	group *store.Group
-	// coalesceReqs are single events to insert; coalescers insert what is
-	// queued in one statement.
-	coalesceReqs  chan *insertReq
-	coalesceStart sync.Once
+	// singles inserts single events, those of concurrent requests in one
+	// statement.
+	singles *store.Coalescer[*item]
 	// outbox deletes the outbox rows of acknowledged events.
 	outbox *outbox
 	js     jetstream.JetStream
@@ -91,11 +89,10 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slo
 		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
 	}
 	group := store.NewGroup(pool, groupWorkers, groupStatements)
-	return &Service{
+	s := &Service{
 		pool:           pool,
 		group:          group,
 		outbox:         newOutbox(group, log),
-		coalesceReqs:   make(chan *insertReq, 4*MaxBatch),
 		js:             js,
 		cfg:            cfg,
 		log:            log,
@@ -108,6 +105,8 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slo
 		intakeLanes:    128,
 		nakDelay:       2 * time.Second,
 	}
+	s.singles = store.NewCoalescer(groupWorkers, MaxBatch, func(*item) int { return 1 }, s.insertBatch)
+	return s
 }
 
 // SetMetrics makes the service count accepted, duplicate and rejected
@@ -566,69 +565,13 @@ func (s *Service) insertOnce(ctx context.Context, items []*item, out []outcome) 
 	}
 }
 
-// insertOne inserts it together with the items of concurrent requests: a
-// few coalescers take what is queued and insert it in one statement
-// ([Service.insertBatch]), which costs PostgreSQL far less than a statement
-// per event. When that statement fails on a value, each item is inserted
-// again alone, so that only the bad one fails.
+// insertOne inserts it together with the items of concurrent requests in
+// one statement ([Service.insertBatch] through s.singles), which costs
+// PostgreSQL far less than a statement per event. When that statement fails
+// on a value, each item is inserted again alone, so that only the bad one
+// fails.
 func (s *Service) insertOne(ctx context.Context, it *item) error {
-	s.coalesceStart.Do(func() {
-		for range groupWorkers {
-			go s.coalesce()
-		}
-	})
-	r := &insertReq{ctx: ctx, it: it, done: make(chan error, 1)}
-	select {
-	case s.coalesceReqs <- r:
-	case <-ctx.Done():
-		return fmt.Errorf("queue event insert: %w", ctx.Err())
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("wait for event insert: %w", ctx.Err())
-	}
-}
-
-// insertReq is an item waiting for a coalescer.
-type insertReq struct {
-	ctx  context.Context
-	it   *item
-	done chan error
-}
-
-func (s *Service) coalesce() {
-	var reqs []*insertReq
-	var items []*item
-	for {
-		reqs, items = append(reqs[:0], <-s.coalesceReqs), items[:0]
-	collect:
-		for len(reqs) < MaxBatch {
-			select {
-			case r := <-s.coalesceReqs:
-				reqs = append(reqs, r)
-			default:
-				break collect
-			}
-		}
-		for _, r := range reqs {
-			items = append(items, r.it)
-		}
-		// The statement runs with the first request's trace, but not its
-		// deadline: it is the others' too.
-		err := s.insertBatch(context.WithoutCancel(reqs[0].ctx), items)
-		var pgErr *pgconn.PgError
-		alone := err != nil && len(reqs) > 1 && errors.As(err, &pgErr)
-		for _, r := range reqs {
-			if alone {
-				err = s.insertBatch(context.WithoutCancel(r.ctx), []*item{r.it})
-			}
-			r.done <- err
-		}
-		clear(reqs)
-		clear(items)
-	}
+	return s.singles.Do(ctx, it)
 }
 
 // insertBatch inserts items, group-committed with the inserts of concurrent
