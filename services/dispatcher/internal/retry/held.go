@@ -113,7 +113,7 @@ func (s *Scheduler) Sweep(ctx context.Context) error {
 		case Keep:
 		case ReleaseProbe:
 			if _, recent := s.probed[ep]; recent {
-				break
+				break // our probe is out: only those past their horizon go
 			}
 			if n, err = s.releaseRetries(ctx, ep, 1); err == nil && n == 0 {
 				n, err = s.releaseDeliveries(ctx, ep, 1, time.Time{})
