@@ -23,13 +23,8 @@ import (
 // and is not republished; the others are republished and deleted.
 func TestTickHoldsInPlace(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.NewPool(t)
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	pool, js := setup(t)
 	ctx := t.Context()
-	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
-		t.Fatal(err)
-	}
 	past := time.Now().Add(-time.Second)
 	held := &hooklinev1.Delivery{Id: "dlv_held", TenantId: "acme", EndpointId: "ep_open", EventId: "evt_1", Attempts: 1}
 	free := &hooklinev1.Delivery{Id: "dlv_free", TenantId: "acme", EndpointId: "ep_ok", EventId: "evt_1", Attempts: 1}
@@ -84,13 +79,8 @@ func TestTickHoldsInPlace(t *testing.T) {
 // publishes what was released, and nothing else.
 func TestSweepReleasesByGate(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.NewPool(t)
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	pool, js := setup(t)
 	ctx := t.Context()
-	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
-		t.Fatal(err)
-	}
 	parker := NewParker(pool)
 	latest := time.Now().Add(24 * time.Hour)
 	for _, ep := range []string{"ep_held", "ep_probe", "ep_closed"} {
@@ -128,14 +118,7 @@ func TestSweepReleasesByGate(t *testing.T) {
 	if err != nil || n != 4 {
 		t.Fatalf("Tick = %d, %v; want 4 released rows published", n, err)
 	}
-	rows, err := pool.Query(ctx, `SELECT delivery_id FROM delivery_retries WHERE circuit_hold ORDER BY delivery_id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
+	left := queryIDs(t, pool, `SELECT delivery_id FROM delivery_retries WHERE circuit_hold ORDER BY delivery_id`)
 	want := []string{"dlv_ep_held_0", "dlv_ep_held_1", "dlv_ep_held_2", "dlv_ep_probe_1", "dlv_ep_probe_2"}
 	if !slices.Equal(left, want) {
 		t.Errorf("held rows left %v, want %v (the oldest of ep_probe released as its probe)", left, want)
@@ -160,13 +143,8 @@ func TestSweepReleasesByGate(t *testing.T) {
 // event is gone is dropped.
 func TestSweepReleasesHeldDeliveries(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.NewPool(t)
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	pool, js := setup(t)
 	ctx := t.Context()
-	if err := bus.EnsureStreams(ctx, js, bus.Options{}); err != nil {
-		t.Fatal(err)
-	}
 	accepted := time.Now().Add(-time.Hour).UTC().Truncate(time.Microsecond)
 	if _, err := pool.Exec(ctx, `INSERT INTO tenants (id, name) VALUES ('acme', 'Acme')`); err != nil {
 		t.Fatal(err)
@@ -203,14 +181,7 @@ VALUES ($1, 'acme', $2, $3, true, $4, $5)`, fmt.Sprintf("dlv_%s_%d", ep, i), fmt
 	if err := s.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := pool.Query(ctx, `SELECT id FROM deliveries WHERE NOT circuit_hold ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	released, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
+	released := queryIDs(t, pool, `SELECT id FROM deliveries WHERE NOT circuit_hold ORDER BY id`)
 	want := []string{"dlv_ep_closed_0", "dlv_ep_closed_1", "dlv_ep_closed_2", "dlv_ep_expiring_0", "dlv_ep_probe_0"}
 	if !slices.Equal(released, want) {
 		t.Errorf("released %v, want %v", released, want)
@@ -251,6 +222,33 @@ VALUES ($1, 'acme', $2, $3, true, $4, $5)`, fmt.Sprintf("dlv_%s_%d", ep, i), fmt
 			t.Errorf("%s: Nats-Msg-Id %q", d.GetId(), raw.Header.Get(bus.HeaderMsgID))
 		}
 	}
+}
+
+// setup returns a fresh database and an embedded JetStream with Hookline's
+// streams.
+func setup(t *testing.T) (*pgxpool.Pool, jetstream.JetStream) {
+	t.Helper()
+	pool, _ := pgtest.NewPool(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	if err := bus.EnsureStreams(t.Context(), js, bus.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return pool, js
+}
+
+// queryIDs returns the single text column of q's rows.
+func queryIDs(t *testing.T, pool *pgxpool.Pool, q string) []string {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
 
 func countRows(t *testing.T, pool *pgxpool.Pool, q string) int {
