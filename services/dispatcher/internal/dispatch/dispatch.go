@@ -375,10 +375,11 @@ func (h *Handler) decide(ctx context.Context, ep *hooklinev1.Endpoint, d *hookli
 				until = deadline
 			}
 			v := verdict{kind: kindHold, due: until, next: d}
-			if p, ok := h.Breaker.(Phaser); ok && h.Hold != nil {
+			if p, ok := h.Breaker.(Phaser); ok && h.Hold != nil && !Ordered(ep, d) {
 				// The shared circuit holds it (a breaker only this
 				// replica's holds is not recorded anywhere: its
-				// delivery waits a cool-down instead).
+				// delivery waits a cool-down instead). An ordered one
+				// blocks its key until due instead.
 				if phase, _ := p.Phase(ep.GetId(), now); phase != breaker.PhaseClosed {
 					v.circuit, v.latest = true, deadline
 				}

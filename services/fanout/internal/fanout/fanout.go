@@ -58,8 +58,9 @@ type Handler struct {
 	// Metrics counts deliveries created and unmatched events; NewHandler
 	// sets one nobody serves.
 	Metrics *metrics.Metrics
-	// Circuits, when set, parks keyless deliveries to endpoints whose
-	// circuit is not closed in delivery_retries instead of publishing them.
+	// Circuits, when set, holds keyless deliveries to endpoints whose
+	// circuit is not closed as their deliveries rows instead of publishing
+	// them.
 	Circuits *OpenCircuits
 }
 
@@ -234,20 +235,19 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 			attribute.Bool("hookline.dead_letter", ep.GetDisabled()),
 			attribute.Bool("hookline.circuit_open", held)))
 		deliverySpans = append(deliverySpans, ds)
-		row := deliveryRow{id: d.GetId(), tenant: ev.GetTenantId(), event: ev.GetId(), endpoint: ep.GetId(), status: "pending"}
+		row := deliveryRow{id: d.GetId(), tenant: ev.GetTenantId(), event: ev.GetId(), endpoint: ep.GetId(), status: "pending", hold: held}
+		if ep.GetDisabled() {
+			row.status = "dead"
+		}
 		if held {
 			// The dispatcher would only park it: its row waits for the
 			// circuit instead (the release rebuilds it from the row and
-			// the event), with the trace context to link back to.
-			row.hold = true
+			// the event, and links to the trace context kept with it).
 			if tp := telemetry.Traceparent(dctx); tp != "" {
 				row.traceparent = &tp
 			}
 			rows = append(rows, row)
 			continue
-		}
-		if ep.GetDisabled() {
-			row.status = "dead"
 		}
 		rows = append(rows, row)
 		var m *nats.Msg
