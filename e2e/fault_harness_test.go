@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/localpg"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/pgtest"
@@ -75,7 +76,7 @@ func newFaultEnv(t *testing.T, o faultOptions) *faultEnv {
 	for k, v := range o.env {
 		f.common[k] = v
 	}
-	ingestHTTP, deadHTTP := freeAddr(t), freeAddr(t)
+	ingestHTTP, deadHTTP := freeport.Addr(t), freeport.Addr(t)
 	f.start("hookline-ingest", "hookline-ingest", ingestHTTP)
 	f.start("hookline-fanout", "hookline-fanout", "")
 	for i := range max(o.dispatchers, 1) {
@@ -131,7 +132,7 @@ func (f *faultEnv) startPrivatePG() {
 // start runs binary as instance name and waits until it is ready.
 func (f *faultEnv) start(name, binary, httpAddr string) *proc {
 	f.t.Helper()
-	ops := freeAddr(f.t)
+	ops := freeport.Addr(f.t)
 	env := map[string]string{"HOOKLINE_OPS_ADDR": ops, "HOOKLINE_HTTP_ADDR": httpAddr}
 	if httpAddr == "" {
 		env["HOOKLINE_HTTP_ADDR"] = "off"

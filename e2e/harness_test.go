@@ -125,16 +125,6 @@ func tail(s string, n int) string {
 	return "…" + s[len(s)-n:]
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // waitReady polls an ops address's /readyz until it answers 200.
 func waitReady(t *testing.T, p *proc, opsAddr string) {
 	t.Helper()

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/freeport"
 )
 
 // TestOrderingNATSIntake checks order at the first hop (issue 5, "order at
@@ -63,7 +64,7 @@ func natsIntakeOrder(t *testing.T, run natsOrderRun) {
 	keys, perKey := run.keys, run.perKey
 	f := newFaultEnv(t, faultOptions{env: map[string]string{"HOOKLINE_LOG_LEVEL": "warn"}})
 	for i := 1; i < run.ingests; i++ {
-		f.start(fmt.Sprintf("hookline-ingest#%d", i+1), "hookline-ingest", freeAddr(t))
+		f.start(fmt.Sprintf("hookline-ingest#%d", i+1), "hookline-ingest", freeport.Addr(t))
 	}
 	f.ingest.must(t, "POST", "/v1/tenants", map[string]any{"id": tenant, "name": "NATS ordering"}, http.StatusCreated, nil)
 	rcv := newKeyReceiver(t)

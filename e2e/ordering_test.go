@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/pgtest"
 )
@@ -112,12 +113,12 @@ func TestOrderingProperty(t *testing.T) {
 		}
 	}
 	run := func(name, httpAddr string) *proc {
-		ops := freeAddr(t)
+		ops := freeport.Addr(t)
 		p := start(t, name, env(ops, httpAddr))
 		waitReady(t, p, ops)
 		return p
 	}
-	ingestAddr := freeAddr(t)
+	ingestAddr := freeport.Addr(t)
 	run("hookline-ingest", ingestAddr)
 	for range sc.fanouts {
 		run("hookline-fanout", "off")

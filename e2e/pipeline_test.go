@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/pgtest"
 )
@@ -55,14 +56,14 @@ func startPipeline(t *testing.T) *pipeline {
 	}
 
 	p := &pipeline{natsURL: srv.URL()}
-	ingestHTTP, deadHTTP := freeAddr(t), freeAddr(t)
+	ingestHTTP, deadHTTP := freeport.Addr(t), freeport.Addr(t)
 	for _, svc := range []struct{ name, http string }{
 		{"hookline-ingest", ingestHTTP},
 		{"hookline-fanout", ""},
 		{"hookline-dispatcher", ""},
 		{"hookline-deadletter", deadHTTP},
 	} {
-		ops := freeAddr(t)
+		ops := freeport.Addr(t)
 		env := with(map[string]string{"HOOKLINE_OPS_ADDR": ops, "HOOKLINE_HTTP_ADDR": svc.http})
 		if svc.http == "" {
 			env["HOOKLINE_HTTP_ADDR"] = "off"

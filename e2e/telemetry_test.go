@@ -22,6 +22,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/pgtest"
 )
@@ -143,14 +144,14 @@ func startTracedPipeline(t *testing.T, col *collector) (*pipeline, map[string]st
 	const admin = "e2e-admin-token-0123456789"
 	p := &pipeline{natsURL: srv.URL()}
 	ops := map[string]string{}
-	ingestHTTP, deadHTTP := freeAddr(t), freeAddr(t)
+	ingestHTTP, deadHTTP := freeport.Addr(t), freeport.Addr(t)
 	for _, svc := range []struct{ name, http string }{
 		{"hookline-ingest", ingestHTTP},
 		{"hookline-fanout", ""},
 		{"hookline-dispatcher", ""},
 		{"hookline-deadletter", deadHTTP},
 	} {
-		ops[svc.name] = freeAddr(t)
+		ops[svc.name] = freeport.Addr(t)
 		env := map[string]string{
 			"HOOKLINE_NATS_URL":                   srv.URL(),
 			"HOOKLINE_DATABASE_URL":               dbURL,

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hookline/hookline/pkg/freeport"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and one reader.
@@ -34,16 +36,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestRunServesWholePipeline is `make run` in a test: a fresh data directory,
 // an embedded NATS, a PostgreSQL cluster initialised from scratch with the
 // machine's binaries, and an event sent as the banner's curl lines send it.
@@ -59,9 +51,9 @@ func TestRunServesWholePipeline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr := freeport.Addr(t)
 	args := []string{"--dir", dir, "--addr", addr,
-		"--nats-port", strconv.Itoa(freePort(t)), "--pg-port", strconv.Itoa(freePort(t))}
+		"--nats-port", strconv.Itoa(freeport.Port(t)), "--pg-port", strconv.Itoa(freeport.Port(t))}
 	env := map[string]string{}
 	getenv := func(k string) string { return env[k] }
 

@@ -4,26 +4,16 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/pgtest"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // TestRun starts the whole service, waits for readiness, uses the API, and
 // checks that cancelling ctx fails readiness and returns nil.
@@ -31,7 +21,7 @@ func TestRun(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	ns := natstest.Start(t)
-	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, opsAddr := freeport.Addr(t), freeport.Addr(t)
 	cfg, err := config.Load(func(k string) string {
 		return map[string]string{
 			config.EnvNATSURL: ns.URL(), config.EnvDatabaseURL: dbURL, config.EnvAdminToken: adminToken,

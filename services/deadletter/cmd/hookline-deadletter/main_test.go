@@ -3,12 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/pgtest"
 )
@@ -26,21 +26,11 @@ func TestBadConfigPrintsOneLine(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func TestRunServesAndStops(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	ns := natstest.Start(t)
-	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, opsAddr := freeport.Addr(t), freeport.Addr(t)
 	env := map[string]string{
 		"HOOKLINE_NATS_URL":         ns.URL(),
 		"HOOKLINE_DATABASE_URL":     dbURL,

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/pgtest"
 	"github.com/hookline/hookline/pkg/secretbox"
@@ -36,16 +36,6 @@ const adminToken = "propagation-admin-token-0123456789"
 // while tests run, so the assertion uses the contract's bound and the
 // measured figure is logged.
 const maxLag = 2 * time.Second
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // received is one request the receiver got.
 type received struct {
@@ -74,7 +64,7 @@ func TestConfigPropagation(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	ns := natstest.Start(t)
-	apiAddr := freeAddr(t)
+	apiAddr := freeport.Addr(t)
 	keys := secretbox.NewKey("prop")
 	cfgFor := func(httpAddr string) config.Config {
 		env := map[string]string{

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/config"
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/pgtest"
 	"github.com/hookline/hookline/pkg/secretbox"
@@ -27,16 +27,6 @@ import (
 )
 
 const adminToken = "pipeline-admin-token-0123456789"
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 type delivery struct {
 	header http.Header
@@ -51,7 +41,7 @@ func TestGitHubPushReachesEndpoint(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.NewDatabase(t)
 	ns := natstest.Start(t)
-	apiAddr := freeAddr(t)
+	apiAddr := freeport.Addr(t)
 	keys := secretbox.NewKey("pipe")
 	cfgFor := func(httpAddr string) config.Config {
 		env := map[string]string{
