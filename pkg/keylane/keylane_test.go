@@ -144,3 +144,81 @@ func BenchmarkHeadCheck(b *testing.B) {
 		i++
 	}
 }
+
+// TestLanesTakeMarkedFirstDeliveriesWithoutLookup: a message published with
+// bus.MarkFirstOfSubject and on its first delivery is worked without asking
+// for its subject's head; one published while an older message of its
+// subject was stored lost the mark on its way in (bus republishes it
+// without) and is worked only after that one, through the lookup.
+func TestLanesTakeMarkedFirstDeliveriesWithoutLookup(t *testing.T) {
+	t.Parallel()
+	js, s, c := setupStream(t)
+	subj := bus.DeliverySubject("acme", "ep", "k")
+	publish := func(data string) {
+		m := bus.NewMsg(subj, "id-"+data, []byte(data))
+		bus.MarkFirstOfSubject(m)
+		if err := bus.PublishAll(t.Context(), js, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("1") // alone on its subject: stored with the mark
+	publish("2") // "1" is stored: refused with the mark, stored without
+	var msgs []jetstream.Msg
+	for deadline := time.Now().Add(10 * time.Second); len(msgs) < 2 && time.Now().Before(deadline); {
+		batch, err := c.Fetch(2-len(msgs), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+	}
+	if len(msgs) != 2 {
+		t.Fatalf("fetched %d", len(msgs))
+	}
+	if got := msgs[0].Headers().Get(jetstream.ExpectedLastSubjSeqHeader); got != "0" {
+		t.Errorf("first message's mark %q, want 0", got)
+	}
+	if got := msgs[1].Headers().Get(jetstream.ExpectedLastSubjSeqHeader); got != "" {
+		t.Errorf("second message kept the mark %q", got)
+	}
+	var (
+		mu      sync.Mutex
+		lookups []string
+		worked  []string
+	)
+	head := StreamHead(s)
+	l := New(func(ctx context.Context, subject string) (uint64, bool, error) {
+		mu.Lock()
+		lookups = append(lookups, subject)
+		mu.Unlock()
+		return head(ctx, subject)
+	}, func(_ context.Context, m jetstream.Msg) {
+		mu.Lock()
+		worked = append(worked, string(m.Data()))
+		mu.Unlock()
+		if err := m.DoubleAck(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l.Add(t.Context(), msgs[0])
+	l.Add(t.Context(), msgs[1])
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(worked)
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+	}
+	l.Stop()
+	l.Wait(5 * time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(worked) != "[1 2]" {
+		t.Errorf("worked %v, want [1 2]", worked)
+	}
+	if len(lookups) != 1 {
+		t.Errorf("%d head lookups, want 1 (only for the unmarked second message)", len(lookups))
+	}
+}
