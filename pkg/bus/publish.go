@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -44,44 +43,14 @@ func PublishAsync(js jetstream.JetStream, msgs ...*nats.Msg) (wait func(ctx cont
 		}
 		futures = append(futures, f)
 	}
-	return func(ctx context.Context) error { return waitAcks(ctx, js, futures) }, nil
+	return func(ctx context.Context) error { return waitAcks(ctx, futures) }, nil
 }
 
-// MarkFirstOfSubject asks the stream to store m only if no other message of
-// its subject is stored (Nats-Expected-Last-Subject-Sequence: 0). The stream
-// keeps the header with the message, so a consumer of a work-queue stream
-// that gets m on its first delivery knows, without asking, that m is its
-// subject's head (see package keylane). When the stream refuses m because an
-// older message of the subject is stored, [PublishAsync] and [PublishAll]
-// publish it again without the mark: a refused message records no
-// Nats-Msg-Id, so the second publish is not taken for a duplicate.
-func MarkFirstOfSubject(m *nats.Msg) {
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-}
-
-// RepublishUnmarked publishes m again without its [MarkFirstOfSubject]
-// mark when err is the stream's refusal of that mark (an older message of
-// its subject is stored), and reports whether it did, with the error of
-// that publish; otherwise it returns false and err.
-func RepublishUnmarked(ctx context.Context, js jetstream.JetStream, m *nats.Msg, err error) (bool, error) {
-	var apiErr *jetstream.APIError
-	if m.Header.Get(jetstream.ExpectedLastSubjSeqHeader) == "" || !errors.As(err, &apiErr) ||
-		(apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence && apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return false, err
-	}
-	m.Header.Del(jetstream.ExpectedLastSubjSeqHeader)
-	_, err = js.PublishMsg(ctx, m)
-	return true, err
-}
-
-func waitAcks(ctx context.Context, js jetstream.JetStream, futures []jetstream.PubAckFuture) error {
+func waitAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			if again, err := RepublishUnmarked(ctx, js, f.Msg(), err); again && err == nil {
-				continue
-			}
 			return fmt.Errorf("publish to %s: %w", f.Msg().Subject, err)
 		case <-ctx.Done():
 			return fmt.Errorf("wait for publish ack on %s: %w", f.Msg().Subject, ctx.Err())

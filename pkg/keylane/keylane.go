@@ -135,12 +135,6 @@ func (l *Lanes) run(ctx context.Context, subject string, lane map[uint64]jetstre
 			_ = msg.Nak()
 			continue
 		}
-		if firstOfSubject(msg) {
-			l.remove(lane, seq)
-			l.work(ctx, msg)
-			wait = minWait
-			continue
-		}
 		head, found, err := l.head(ctx, subject)
 		switch {
 		case err != nil:
@@ -169,21 +163,6 @@ func (l *Lanes) run(ctx context.Context, subject string, lane map[uint64]jetstre
 		}
 		wait = min(2*wait, maxWait)
 	}
-}
-
-// firstOfSubject reports whether msg is its subject's head without asking
-// the stream: it was stored only if no other message of its subject was
-// (published with Nats-Expected-Last-Subject-Sequence 0, which the stream
-// checks and keeps; see bus.MarkFirstOfSubject), so no older one can
-// exist, and this is its first delivery, so no other replica has had it
-// (a redelivery may have been acknowledged elsewhere meanwhile: it is
-// looked up).
-func firstOfSubject(msg jetstream.Msg) bool {
-	if msg.Headers().Get(jetstream.ExpectedLastSubjSeqHeader) != "0" {
-		return false
-	}
-	meta, err := msg.Metadata()
-	return err == nil && meta.NumDelivered == 1
 }
 
 func (l *Lanes) keepAlive(lane map[uint64]jetstream.Msg) {

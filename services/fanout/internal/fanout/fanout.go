@@ -259,11 +259,6 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 		if err != nil {
 			return err
 		}
-		if d.GetOrderingKey() != "" && ep.GetOrdering() != "none" && !ep.GetDisabled() {
-			// Usually the key's previous delivery is done by now: then the
-			// dispatcher knows this one is the head without asking.
-			bus.MarkFirstOfSubject(m)
-		}
 		telemetry.Inject(dctx, m.Header)
 		if eventSeq != 0 {
 			m.Header.Set(HeaderEventSeq, strconv.FormatUint(eventSeq, 10))

@@ -652,18 +652,6 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 		}
 		return errs
 	}
-	// A key's only event in this call may carry the head mark: were two
-	// marked, or one marked beside unmarked ones, a refused mark's second
-	// publish would land after the key's later events.
-	var keyed map[string]int // subject → events in this call
-	for _, ev := range events {
-		if ev.GetOrderingKey() != "" {
-			if keyed == nil {
-				keyed = map[string]int{}
-			}
-			keyed[bus.EventSubject(ev.GetTenantId(), ev.GetOrderingKey())]++
-		}
-	}
 	futures := make([]jetstream.PubAckFuture, len(events))
 	for i, ev := range events {
 		data, err := proto.Marshal(ev)
@@ -677,11 +665,6 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 			Data:    data,
 		}
 		msg.Header.Set(bus.HeaderMsgID, bus.EventMsgID(ev.GetTenantId(), ev.GetId()))
-		if keyed[msg.Subject] == 1 {
-			// Usually the key's previous event is fanned out by now: then
-			// fan-out knows this one is the head without asking.
-			bus.MarkFirstOfSubject(msg)
-		}
 		if traceCtx != nil {
 			telemetry.Inject(traceCtx[i], msg.Header)
 		} else {
@@ -703,9 +686,7 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			if again, err := bus.RepublishUnmarked(wctx, s.js, f.Msg(), err); !again || err != nil {
-				errs[i] = fmt.Errorf("publish event %s: %w", events[i].GetId(), err)
-			}
+			errs[i] = fmt.Errorf("publish event %s: %w", events[i].GetId(), err)
 		case <-wctx.Done():
 			errs[i] = fmt.Errorf("publish event %s: wait for ack: %w", events[i].GetId(), wctx.Err())
 		}
