@@ -35,6 +35,7 @@ type Metrics struct {
 	BreakersOpen      prometheus.Gauge
 	EndpointsDisabled *prometheus.CounterVec // reason: gone|failing|api
 	KeysBlocked       prometheus.Gauge
+	DeliveriesHeld    prometheus.Gauge
 
 	// deadletter
 	DeadLettersCreated  *prometheus.CounterVec // reason
@@ -100,6 +101,7 @@ func New(service string) *Metrics {
 	m.BreakersOpen = gauge("circuit_breakers_open", "Endpoints whose circuit breaker is open in this replica.")
 	m.EndpointsDisabled = counter("endpoints_disabled_total", "Endpoints disabled automatically, by reason.", "reason")
 	m.KeysBlocked = gauge("ordering_keys_blocked", "Ordering keys waiting for a retry of their head delivery.")
+	m.DeliveriesHeld = gauge("circuit_deliveries_held", "Deliveries waiting for their endpoint's circuit breaker to close.")
 	m.DeadLettersCreated = counter("dead_letters_created_total", "Dead letters stored, by reason.", "reason")
 	m.DeadLettersResolved = one("dead_letters_resolved_total", "Dead letters resolved by a delivered replay.")
 	m.DeadLettersPending = gauge("dead_letters_pending", "Dead letters neither resolved nor discarded.")

@@ -270,9 +270,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// sampleGauges sets the open-circuit and blocked-key gauges every
-// metricsInterval until ctx ends. Blocked keys are counted cluster-wide (every
-// replica reports the same number).
+// sampleGauges sets the open-circuit, blocked-key and held-delivery gauges
+// every metricsInterval until ctx ends. Blocked keys and held deliveries are
+// counted cluster-wide (every replica reports the same number).
 func sampleGauges(ctx context.Context, pool *pgxpool.Pool, circuits *breaker.Circuits, m *metrics.Metrics, log *slog.Logger) {
 	t := time.NewTicker(metricsInterval)
 	defer t.Stop()
@@ -286,6 +286,14 @@ func sampleGauges(ctx context.Context, pool *pgxpool.Pool, circuits *breaker.Cir
 			m.KeysBlocked.Set(float64(n))
 		} else if ctx.Err() == nil {
 			log.Debug("count blocked keys", "err", err)
+		}
+		qctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		held, err := retry.CountHeld(qctx, pool)
+		cancel()
+		if err == nil {
+			m.DeliveriesHeld.Set(float64(held))
+		} else if ctx.Err() == nil {
+			log.Debug("count held deliveries", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -30,6 +30,22 @@ const (
 	ReleaseAll
 )
 
+// Querier reads one row; *pgxpool.Pool implements it.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// CountHeld counts the deliveries held for their endpoint's circuit, in
+// both places (through their partial indexes).
+func CountHeld(ctx context.Context, db Querier) (int64, error) {
+	var n int64
+	if err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM deliveries WHERE circuit_hold)
+     + (SELECT count(*) FROM delivery_retries WHERE circuit_hold)`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count held deliveries: %w", err)
+	}
+	return n, nil
+}
+
 // heldEndpointsSQL lists the endpoints that have deliveries held for their
 // circuit, in either place: delivery_retries rows (held by a dispatcher)
 // and deliveries rows (held by fan-out). Each endpoint costs one probe of

@@ -91,6 +91,7 @@ func TestSweepReleasesByGate(t *testing.T) {
 			}
 		}
 	}
+	wantHeld(t, pool, 9)
 	s := NewScheduler(pool, js, slog.New(slog.DiscardHandler))
 	gates := map[string]Gate{"ep_held": Keep, "ep_probe": ReleaseProbe, "ep_closed": ReleaseAll}
 	asked := map[string]int{}
@@ -101,6 +102,7 @@ func TestSweepReleasesByGate(t *testing.T) {
 	if err := s.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
+	wantHeld(t, pool, 5)
 	for ep := range gates {
 		if asked[ep] != 1 {
 			t.Errorf("gate asked %d times about %s, want 1", asked[ep], ep)
@@ -169,6 +171,7 @@ VALUES ($1, 'acme', $2, $3, true, $4, $5)`, fmt.Sprintf("dlv_%s_%d", ep, i), fmt
 	if _, err := pool.Exec(ctx, `UPDATE deliveries SET event_id = 'evt_gone' WHERE id = 'dlv_ep_closed_2'`); err != nil {
 		t.Fatal(err)
 	}
+	wantHeld(t, pool, 12)
 	s := NewScheduler(pool, js, slog.New(slog.DiscardHandler))
 	gates := map[string]Gate{"ep_held": Keep, "ep_probe": ReleaseProbe, "ep_closed": ReleaseAll, "ep_expiring": Keep}
 	s.Gate = func(_ context.Context, ep string, _ time.Time) (Gate, time.Time) {
@@ -181,6 +184,7 @@ VALUES ($1, 'acme', $2, $3, true, $4, $5)`, fmt.Sprintf("dlv_%s_%d", ep, i), fmt
 	if err := s.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
+	wantHeld(t, pool, 7)
 	released := queryIDs(t, pool, `SELECT id FROM deliveries WHERE NOT circuit_hold ORDER BY id`)
 	want := []string{"dlv_ep_closed_0", "dlv_ep_closed_1", "dlv_ep_closed_2", "dlv_ep_expiring_0", "dlv_ep_probe_0"}
 	if !slices.Equal(released, want) {
@@ -238,6 +242,15 @@ func setup(t *testing.T) (*pgxpool.Pool, jetstream.JetStream) {
 }
 
 // queryIDs returns the single text column of q's rows.
+// wantHeld checks what the held-deliveries gauge would report.
+func wantHeld(t *testing.T, pool *pgxpool.Pool, want int64) {
+	t.Helper()
+	n, err := CountHeld(t.Context(), pool)
+	if err != nil || n != want {
+		t.Errorf("CountHeld = %d, %v; want %d", n, err, want)
+	}
+}
+
 func queryIDs(t *testing.T, pool *pgxpool.Pool, q string) []string {
 	t.Helper()
 	rows, err := pool.Query(t.Context(), q)
