@@ -241,7 +241,6 @@ func setup(t *testing.T) (*pgxpool.Pool, jetstream.JetStream) {
 	return pool, js
 }
 
-// queryIDs returns the single text column of q's rows.
 // wantHeld checks what the held-deliveries gauge would report.
 func wantHeld(t *testing.T, pool *pgxpool.Pool, want int64) {
 	t.Helper()
@@ -251,6 +250,7 @@ func wantHeld(t *testing.T, pool *pgxpool.Pool, want int64) {
 	}
 }
 
+// queryIDs returns the single text column of q's rows.
 func queryIDs(t *testing.T, pool *pgxpool.Pool, q string) []string {
 	t.Helper()
 	rows, err := pool.Query(t.Context(), q)
