@@ -271,6 +271,14 @@ func TestConfigPropagation(t *testing.T) {
 	sentMu.Unlock()
 	mu.Lock()
 	defer mu.Unlock()
+	// secretsFrom(k): the secrets of phase k and every later one.
+	secretsFrom := func(k int) []string {
+		var out []string
+		for _, ph := range phases[k:] {
+			out = append(out, ph.secret)
+		}
+		return out
+	}
 	// lag[k]: the latest an event accepted after change k was still handled
 	// by the old configuration, counted from the API's answer.
 	for k := 1; k < len(phases); k++ {
@@ -285,12 +293,15 @@ func TestConfigPropagation(t *testing.T) {
 			if k+1 < len(phases) && !at.Before(phases[k+1].at) {
 				continue
 			}
-			signedNew := signature.Verify([]string{p.secret}, r.id, r.ts, r.sigs, r.body, time.Now()) == nil
+			// An attempt is signed when it is made, with the secret of that
+			// moment: an event accepted in this phase and delivered after
+			// a later change of secret carries the later one.
+			signedNew := signature.Verify(secretsFrom(k), r.id, r.ts, r.sigs, r.body, time.Now()) == nil
 			if matches(p, r.typ, r.keep) && signedNew {
 				continue
 			}
 			// Not what the new configuration says: it must be what the old one said.
-			signedOld := signature.Verify([]string{prev.secret}, r.id, r.ts, r.sigs, r.body, time.Now()) == nil
+			signedOld := signature.Verify(secretsFrom(k-1), r.id, r.ts, r.sigs, r.body, time.Now()) == nil
 			if !matches(prev, r.typ, r.keep) || !signedOld {
 				t.Errorf("%s: event %s (%s, keep %v) delivered, matching neither the old nor the new configuration", p.name, r.id, r.typ, r.keep)
 				continue
