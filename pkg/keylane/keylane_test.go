@@ -3,8 +3,6 @@ package keylane
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -49,21 +47,10 @@ func TestLanesOrderAgainstRedeliveryOrder(t *testing.T) {
 			}
 		}
 	}
-	// Fetch until all are in hand: right after the publishes the consumer
-	// may not offer every message yet, above all on a loaded machine.
-	var msgs []jetstream.Msg
-	for deadline := time.Now().Add(10 * time.Second); len(msgs) < subjects*per && time.Now().Before(deadline); {
-		batch, err := c.Fetch(subjects*per-len(msgs), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-	}
-	if len(msgs) != subjects*per {
-		t.Fatalf("fetched %d", len(msgs))
-	}
+	// fetch waits until all are in hand: right after the publishes the
+	// consumer may not offer every message yet, above all on a loaded
+	// machine.
+	msgs := fetch(t, c, subjects*per)
 	var (
 		mu  sync.Mutex
 		got = map[string][]string{}
@@ -75,7 +62,7 @@ func TestLanesOrderAgainstRedeliveryOrder(t *testing.T) {
 		if err := m.DoubleAck(context.Background()); err != nil {
 			t.Error(err)
 		}
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}, discard())
 	// The first message of each subject is "held by another replica": it
 	// is added last, after a pause in which nothing may run.
 	var firsts []jetstream.Msg
@@ -84,7 +71,7 @@ func TestLanesOrderAgainstRedeliveryOrder(t *testing.T) {
 			firsts = append(firsts, msgs[i])
 			continue
 		}
-		l.Add(t.Context(), msgs[i])
+		l.Add(t.Context(), msgs[i], Observed{})
 	}
 	time.Sleep(200 * time.Millisecond)
 	mu.Lock()
@@ -93,7 +80,7 @@ func TestLanesOrderAgainstRedeliveryOrder(t *testing.T) {
 	}
 	mu.Unlock()
 	for _, m := range firsts {
-		l.Add(t.Context(), m)
+		l.Add(t.Context(), m, Observed{})
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -17,6 +17,7 @@ import (
 // the others stay at zero.
 type Metrics struct {
 	Registry *prometheus.Registry
+	service  string
 
 	// ingest
 	EventsAccepted  *prometheus.CounterVec // source: http|nats
@@ -84,7 +85,7 @@ func New(service string) *Metrics {
 		f(c)
 		return c
 	}
-	m := &Metrics{Registry: reg}
+	m := &Metrics{Registry: reg, service: service}
 	m.EventsAccepted = counter("events_accepted_total", "Events accepted (durable), by source.", "source")
 	m.EventsRejected = counter("events_rejected_total", "Events refused, by source and reason.", "source", "reason")
 	m.EventsDuplicate = counter("events_duplicate_total", "Events answered as duplicates of an earlier one.", "source")
@@ -119,6 +120,24 @@ func New(service string) *Metrics {
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// HeadChecks exports hookline_ordering_head_checks_total from counts: how
+// many heads of ordering keys' subjects were looked up in the stream
+// (result "lookup") and how many were known without asking it ("known").
+// Call it once.
+func (m *Metrics) HeadChecks(counts func() (lookups, known uint64)) {
+	for _, c := range []struct {
+		result string
+		value  func() float64
+	}{
+		{"lookup", func() float64 { l, _ := counts(); return float64(l) }},
+		{"known", func() float64 { _, k := counts(); return float64(k) }},
+	} {
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "hookline", Name: "ordering_head_checks_total",
+			Help:        "Heads of ordering keys checked before their delivery: looked up in the stream, or known without a lookup.",
+			ConstLabels: prometheus.Labels{"service": m.service, "result": c.result}}, c.value))
+	}
 }
 
 // SetReadiness makes hookline_ready report ready() at every scrape; until it

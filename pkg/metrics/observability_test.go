@@ -25,6 +25,7 @@ func exported(t *testing.T) map[string]bool {
 	t.Helper()
 	m := New("hookline-test")
 	m.SetReadiness(func() bool { return true })
+	m.HeadChecks(func() (uint64, uint64) { return 0, 0 })
 	// Vectors export nothing until a child exists: create one of each.
 	m.EventsAccepted.WithLabelValues("http")
 	m.EventsRejected.WithLabelValues("http", "invalid")
@@ -185,5 +186,34 @@ func TestCheckNamesCatchesUnknownMetric(t *testing.T) {
 	}
 	if !names["hookline_delivery_latency_seconds_bucket"] || !names["hookline_ready"] || names["hookline_delivery_latency_seconds_total"] {
 		t.Fatal("histogram suffixes or gauge funcs are not listed as expected")
+	}
+}
+
+// TestHeadChecks: the two results of hookline_ordering_head_checks_total
+// report what the counting function returns at each scrape.
+func TestHeadChecks(t *testing.T) {
+	m := New("hookline-test")
+	lookups, known := uint64(3), uint64(40)
+	m.HeadChecks(func() (uint64, uint64) { return lookups, known })
+	lookups, known = 5, 41
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "hookline_ordering_head_checks_total" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "result" {
+					got[l.GetValue()] = s.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if got["lookup"] != 5 || got["known"] != 41 || len(got) != 2 {
+		t.Errorf("head checks %v, want lookup 5 and known 41", got)
 	}
 }

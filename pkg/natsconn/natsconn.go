@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +16,14 @@ import (
 
 	"github.com/hookline/hookline/pkg/bus"
 )
+
+// disconnects counts the disconnections of every connection Connect made.
+var disconnects atomic.Uint64
+
+// Disconnects returns how many times connections made by [Connect] in this
+// process were lost: a change tells that something sent before it (an
+// acknowledgement, say) may not have reached the server.
+func Disconnects() uint64 { return disconnects.Load() }
 
 // Connect dials url as client name and waits until it is connected and the
 // server passes [bus.CheckServer], or ctx ends.
@@ -32,6 +41,7 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Con
 			notify(connected)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			disconnects.Add(1)
 			if err != nil {
 				log.Warn("NATS disconnected", "err", err)
 			}

@@ -214,6 +214,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	bg.Go(func() { sched.Run(bgCtx) })
 	limits := dispatch.NewLimits(concurrency, PerEndpointInFlight)
 	runner := dispatch.NewRunner(h, limits, head, log)
+	m.HeadChecks(runner.HeadChecks)
 	drainer := dispatch.NewDrainer(h, limits, owner, log)
 	drainCtx, stopDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDrain()

@@ -122,6 +122,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		defer func() { <-sem }()
 		h.HandleOrdered(ctx, msg)
 	}, log)
+	keyed.Disconnects = natsconn.Disconnects
+	m.HeadChecks(keyed.Counts)
 
 	it, err := cons.Messages(jetstream.PullMaxMessages(pullBatch))
 	if err != nil {
@@ -171,15 +173,18 @@ func consumeLoop(ctx context.Context, it jetstream.MessagesContext, ln *fanout.L
 			return
 		}
 		if err != nil {
+			keyed.Break()
 			log.Warn("fetch events", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		if strings.HasSuffix(msg.Subject(), "."+bus.NoKey) {
+		keyless := strings.HasSuffix(msg.Subject(), "."+bus.NoKey)
+		o := keyed.Observe(msg, !keyless)
+		if keyless {
 			ln.Dispatch(msg)
 			continue
 		}
-		keyed.Add(ctx, msg)
+		keyed.Add(ctx, msg, o)
 	}
 }
 

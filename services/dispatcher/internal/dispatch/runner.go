@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/keylane"
+	"github.com/hookline/hookline/pkg/natsconn"
 )
 
 // InProgressEvery is how often a delivery being worked on (waiting for a slot
@@ -46,6 +49,7 @@ func NewRunner(h *Handler, limits *Limits, head keylane.HeadFunc, log *slog.Logg
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{h: h, limits: limits, log: log, stopWaiting: ctx, stop: cancel, workers: newWorkers(workerIdle)}
 	r.lanes = keylane.New(head, r.workOrdered, log)
+	r.lanes.Disconnects = natsconn.Disconnects
 	return r
 }
 
@@ -58,12 +62,14 @@ func (r *Runner) Consume(workCtx context.Context, it jetstream.MessagesContext) 
 			return
 		}
 		if err != nil {
+			r.lanes.Break()
 			r.log.Warn("fetch deliveries", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		o := r.lanes.Observe(msg, !strings.HasSuffix(msg.Subject(), "."+bus.NoKey))
 		r.wg.Add(1)
-		r.workers.Go(func() { r.work(workCtx, msg) })
+		r.workers.Go(func() { r.work(workCtx, msg, o) })
 	}
 }
 
@@ -96,8 +102,16 @@ func keepAlive(msg jetstream.Msg) (stop func()) {
 	}
 }
 
-func (r *Runner) work(ctx context.Context, msg jetstream.Msg) {
+// work handles msg, observed as o: it goes to its subject's lane when its
+// key's order must be kept, and is handled at once otherwise.
+func (r *Runner) work(ctx context.Context, msg jetstream.Msg, o keylane.Observed) {
 	defer r.wg.Done()
+	laned := false
+	defer func() {
+		if !laned {
+			r.lanes.Forget(msg, o)
+		}
+	}()
 	d, ok := Decode(msg, r.log)
 	if !ok {
 		return
@@ -109,7 +123,8 @@ func (r *Runner) work(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if Ordered(ep, d) {
-		r.lanes.Add(ctx, msg)
+		r.lanes.Add(ctx, msg, o)
+		laned = true
 		return
 	}
 	stop := keepAlive(msg)
@@ -159,6 +174,10 @@ func (r *Runner) handleHead(ctx context.Context, msg jetstream.Msg) {
 	defer release()
 	r.h.handleOrdered(ctx, msg, d, release)
 }
+
+// HeadChecks returns how many heads of ordered deliveries' subjects were
+// looked up, and how many were known without a lookup.
+func (r *Runner) HeadChecks() (lookups, known uint64) { return r.lanes.Counts() }
 
 // Stop hands back deliveries still waiting for a slot or for their turn;
 // those being attempted continue. Call it after the iterator is closed.
