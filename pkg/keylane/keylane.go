@@ -89,10 +89,12 @@ type entry struct {
 	run Run
 }
 
-// mark is a head finished by this replica: its sequence and its run.
+// mark is a head finished by this replica: its sequence, its run, and
+// whether work left its subject clear (see [LeaveClear]).
 type mark struct {
-	seq uint64
-	run Run
+	seq   uint64
+	run   Run
+	clear bool
 }
 
 // maxDone bounds the finished heads remembered: beyond it they are
@@ -254,20 +256,22 @@ func (l *Lanes) remove(lane map[uint64]entry, seq uint64) {
 // replica finished the subject's previous head in that run, and no message
 // of the subject observed here is still on its way to the lane. It counts
 // the answer.
-func (l *Lanes) known(subject string, seq uint64, e entry) bool {
+//
+// cleared is whether work left the finished head's subject clear.
+func (l *Lanes) known(subject string, seq uint64, e entry) (known, cleared bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	d, ok := l.done[subject]
 	if ok && e.run != 0 && d.run == e.run && d.seq < seq && l.transit[subject] == 0 && l.runs.current(l.disconnects()) == e.run {
 		l.skipped++
-		return true
+		return true, d.clear
 	}
 	if l.runs.ended {
 		clear(l.done)
 		l.runs.ended = false
 	}
 	l.lookups++
-	return false
+	return false, false
 }
 
 // finished records how work settled the head seq of subject: acknowledged
@@ -280,15 +284,16 @@ func (l *Lanes) finished(subject string, seq uint64, e entry, s *settling) {
 		if len(l.done) >= maxDone {
 			clear(l.done)
 		}
-		l.done[subject] = mark{seq: seq, run: e.run}
+		l.done[subject] = mark{seq: seq, run: e.run, clear: s.clear}
 		return
 	}
 	delete(l.done, subject)
 }
 
-// handle hands the head e to work and records how it was settled.
-func (l *Lanes) handle(ctx context.Context, subject string, seq uint64, e entry) {
-	s := &settling{Msg: e.msg}
+// handle hands the head e to work and records how it was settled; follows
+// is whether e directly follows a head work left clear.
+func (l *Lanes) handle(ctx context.Context, subject string, seq uint64, e entry, follows bool) {
+	s := &settling{Msg: e.msg, follows: follows}
 	l.work(ctx, s)
 	l.finished(subject, seq, e, s)
 }
@@ -308,9 +313,9 @@ func (l *Lanes) run(ctx context.Context, subject string, lane map[uint64]entry) 
 			_ = e.msg.Nak()
 			continue
 		}
-		if l.known(subject, seq, e) {
+		if known, cleared := l.known(subject, seq, e); known {
 			l.remove(lane, seq)
-			l.handle(ctx, subject, seq, e)
+			l.handle(ctx, subject, seq, e, cleared)
 			wait = minWait
 			continue
 		}
@@ -327,7 +332,7 @@ func (l *Lanes) run(ctx context.Context, subject string, lane map[uint64]entry) 
 			continue
 		case head == seq:
 			l.remove(lane, seq)
-			l.handle(ctx, subject, seq, e)
+			l.handle(ctx, subject, seq, e, false)
 			wait = minWait
 			continue
 		}

@@ -71,6 +71,29 @@ func (r *runs) brk() {
 type settling struct {
 	jetstream.Msg
 	removed, kept bool
+	// follows: the message directly follows a head of its subject that
+	// this replica finished in the same run and whose work called
+	// LeaveClear; clear: this message's work called it.
+	follows, clear bool
+}
+
+// LeaveClear records that working on msg, a head handed to work, left its
+// subject clear: in whatever sense the work gives it (the dispatcher: its
+// key is not blocked, and only the head's own work could block it). The
+// subject's next message learns it through [FollowsClear] when it is known
+// to follow msg directly, with nothing in between.
+func LeaveClear(msg jetstream.Msg) {
+	if s, ok := msg.(*settling); ok {
+		s.clear = true
+	}
+}
+
+// FollowsClear reports whether msg, a head handed to work, directly
+// follows a head this replica finished, in the same run, whose work called
+// [LeaveClear]: nothing of its subject came in between.
+func FollowsClear(msg jetstream.Msg) bool {
+	s, ok := msg.(*settling)
+	return ok && s.follows
 }
 
 func (s *settling) note(err error) error {

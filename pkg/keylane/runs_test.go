@@ -256,3 +256,54 @@ func TestLanesLookUpAfterAGap(t *testing.T) {
 		l.Wait(5 * time.Second)
 	}
 }
+
+// TestLanesPassClearToTheNextHead: a head learns through FollowsClear
+// whether the head just before it, finished here in the same run, called
+// LeaveClear; a head that was looked up learns nothing.
+func TestLanesPassClearToTheNextHead(t *testing.T) {
+	t.Parallel()
+	js, s, c := setupStream(t)
+	subject := bus.DeliverySubject("acme", "ep", "k")
+	publish(t, js, subject, "0", "1", "2", "3", "4")
+	var (
+		mu      sync.Mutex
+		follows []bool
+	)
+	gate := make(chan struct{})
+	l := New(StreamHead(s), func(_ context.Context, m jetstream.Msg) {
+		<-gate
+		mu.Lock()
+		follows = append(follows, FollowsClear(m))
+		mu.Unlock()
+		// 0, 2 and 4 leave the subject clear; 1 and 3 do not.
+		if string(m.Data()) != "1" && string(m.Data()) != "3" {
+			LeaveClear(m)
+		}
+		if err := m.DoubleAck(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}, discard())
+	for _, m := range fetch(t, c, 5) {
+		l.Add(t.Context(), m, l.Observe(m, true))
+	}
+	close(gate)
+	want := []bool{false, true, false, true, false}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := slices.Clone(follows)
+		mu.Unlock()
+		if len(got) == len(want) {
+			if !slices.Equal(got, want) {
+				t.Fatalf("FollowsClear %v, want %v", got, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handled %d of %d", len(got), len(want))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	l.Stop()
+	l.Wait(5 * time.Second)
+}

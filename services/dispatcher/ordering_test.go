@@ -227,6 +227,35 @@ func TestBlockedKeyDelaysNoOther(t *testing.T) {
 	})
 }
 
+// TestKeyBlockedByItsHeadInOneRun: with one dispatcher, whose deliveries
+// come in one run (so most heads are known without a lookup, and so is the
+// key's blocked state after a head that left it unblocked), a head that
+// fails once blocks its key: the key's later events, already in hand, are
+// parked behind it instead of overtaking it, while another key flows.
+func TestKeyBlockedByItsHeadInOneRun(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var failed atomic.Bool
+	rcv := newOrderReceiver(t, func(key string, n int) bool {
+		return key == "blocked" && n == 2 && failed.CompareAndSwap(false, true)
+	})
+	b.putEndpoint(t, "ep_1", rcv.URL, 500, 500, 500)
+	b.start(t)
+	const per = 10
+	for n := range per {
+		b.publishOrdered(t, "ep_1", "blocked", n)
+		b.publishOrdered(t, "ep_1", "flowing", n)
+	}
+	b.flush(t)
+	waitWithin(t, 30*time.Second, "both keys delivered", func() bool {
+		return rcv.keyCount("blocked") == per && rcv.keyCount("flowing") == per
+	})
+	rcv.checkOrder(t)
+	if !failed.Load() {
+		t.Fatal("the receiver never failed the head")
+	}
+}
+
 // TestBreakerHoldsWithoutSpendingAttempts: an endpoint failing every request
 // opens its circuit after 5 failures; its deliveries then wait without
 // attempts (and without a dead letter) until a probe succeeds.

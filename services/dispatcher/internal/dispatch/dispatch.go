@@ -25,6 +25,7 @@ import (
 	"github.com/hookline/hookline/pkg/apitime"
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/endpoints"
+	"github.com/hookline/hookline/pkg/keylane"
 	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/telemetry"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
@@ -587,21 +588,31 @@ func (h *Handler) handleOrdered(ctx context.Context, msg jetstream.Msg, d *hookl
 		_ = msg.NakWithDelay(FailedDelay)
 		return
 	}
+	// unblocked: the key is known not to be blocked. Only the work of the
+	// key's head blocks it, so when this replica finished the previous
+	// head itself, with nothing in between, and that head found the key
+	// unblocked and left it so, it still is.
+	unblocked := false
 	if ep != nil && !ep.GetDeleted() && !ep.GetDisabled() {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-		parked, err := h.Keys.AppendIfBlocked(pctx, d, token, seq)
-		cancel()
-		if err != nil {
-			log.Warn("check blocked key, will retry", "err", err)
-			_ = msg.NakWithDelay(ParkFailedDelay)
-			return
-		}
-		if parked {
-			if err := msg.Ack(); err != nil {
-				log.Warn("ack delivery", "err", err)
+		if keylane.FollowsClear(msg) {
+			unblocked = true
+		} else {
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+			parked, err := h.Keys.AppendIfBlocked(pctx, d, token, seq)
+			cancel()
+			if err != nil {
+				log.Warn("check blocked key, will retry", "err", err)
+				_ = msg.NakWithDelay(ParkFailedDelay)
+				return
 			}
-			log.Debug("key blocked, delivery parked behind it", "seq", seq)
-			return
+			if parked {
+				if err := msg.Ack(); err != nil {
+					log.Warn("ack delivery", "err", err)
+				}
+				log.Debug("key blocked, delivery parked behind it", "seq", seq)
+				return
+			}
+			unblocked = true
 		}
 	}
 	ctx, span := h.startSpan(ctx, d)
@@ -621,6 +632,10 @@ func (h *Handler) handleOrdered(ctx context.Context, msg jetstream.Msg, d *hookl
 			log.WarnContext(ctx, "block key, attempt will be repeated", "err", err)
 			_ = msg.NakWithDelay(ParkFailedDelay)
 			return
+		}
+	default:
+		if unblocked {
+			keylane.LeaveClear(msg)
 		}
 	}
 	h.settle(ctx, msg, log, v.outcome, v.dl)
