@@ -47,6 +47,9 @@ const (
 const (
 	HeaderMsgID       = "Nats-Msg-Id"
 	HeaderOrderingKey = "Hookline-Ordering-Key"
+	// HeaderEvents marks a message on an event subject that carries
+	// several keyless events (hooklinev1.Events); its value is how many.
+	HeaderEvents = "Hookline-Events"
 )
 
 // NoKey is the key token of events without an ordering key.

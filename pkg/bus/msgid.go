@@ -13,6 +13,18 @@ import (
 // EventMsgID identifies an accepted event.
 func EventMsgID(tenant, eventID string) string { return "evt:" + tenant + ":" + eventID }
 
+// EventsMsgID identifies a message carrying several events of tenant by
+// their ids, in order, as [AttemptBatchMsgID] does for attempts.
+func EventsMsgID(tenant string, eventIDs []string) string {
+	h := sha256.New()
+	_, _ = h.Write([]byte(tenant))
+	for _, id := range eventIDs {
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(id))
+	}
+	return "evg:" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
 // DeliveryMsgID identifies a delivery about to make attempt attempts+1.
 func DeliveryMsgID(deliveryID string, attempts uint32) string {
 	return "dlv:" + deliveryID + ":" + strconv.FormatUint(uint64(attempts), 10)

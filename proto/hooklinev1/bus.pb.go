@@ -550,6 +550,63 @@ func (x *AttemptOutcomes) GetTraceparents() []string {
 	return nil
 }
 
+// Events carries several keyless events of one tenant in one message on
+// hookline.events.<tenant>._, marked by the Hookline-Events header (its value
+// the number of events): ingest publishes the keyless events it accepted
+// together in one message instead of one each. The traceparent at an
+// event's index is the W3C trace context of its acceptance ("" for none).
+type Events struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Traceparents  []string               `protobuf:"bytes,2,rep,name=traceparents,proto3" json:"traceparents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Events) Reset() {
+	*x = Events{}
+	mi := &file_hookline_v1_bus_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Events) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Events) ProtoMessage() {}
+
+func (x *Events) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_bus_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Events.ProtoReflect.Descriptor instead.
+func (*Events) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Events) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *Events) GetTraceparents() []string {
+	if x != nil {
+		return x.Traceparents
+	}
+	return nil
+}
+
 // DeadLetter is a delivery that will not be attempted again, published by the
 // dispatcher (or by fan-out, for disabled endpoints) on
 // hookline.dead.<tenant>.<endpoint>.
@@ -569,7 +626,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[4]
+	mi := &file_hookline_v1_bus_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +638,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[4]
+	mi := &file_hookline_v1_bus_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +651,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{4}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeadLetter) GetDelivery() *Delivery {
@@ -669,7 +726,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[5]
+	mi := &file_hookline_v1_bus_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +738,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[5]
+	mi := &file_hookline_v1_bus_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +751,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{5}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Endpoint) GetId() string {
@@ -813,7 +870,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[6]
+	mi := &file_hookline_v1_bus_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +882,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[6]
+	mi := &file_hookline_v1_bus_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +895,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{6}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Secret) GetValue() string {
@@ -913,6 +970,9 @@ const file_hookline_v1_bus_proto_rawDesc = "" +
 	"\x0edead_letter_id\x18\x0e \x01(\tR\fdeadLetterId\"n\n" +
 	"\x0fAttemptOutcomes\x127\n" +
 	"\boutcomes\x18\x01 \x03(\v2\x1b.hookline.v1.AttemptOutcomeR\boutcomes\x12\"\n" +
+	"\ftraceparents\x18\x02 \x03(\tR\ftraceparents\"X\n" +
+	"\x06Events\x12*\n" +
+	"\x06events\x18\x01 \x03(\v2\x12.hookline.v1.EventR\x06events\x12\"\n" +
 	"\ftraceparents\x18\x02 \x03(\tR\ftraceparents\"\xf1\x01\n" +
 	"\n" +
 	"DeadLetter\x121\n" +
@@ -969,36 +1029,38 @@ func file_hookline_v1_bus_proto_rawDescGZIP() []byte {
 }
 
 var file_hookline_v1_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hookline_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_hookline_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_hookline_v1_bus_proto_goTypes = []any{
 	(DeliveryStatus)(0),           // 0: hookline.v1.DeliveryStatus
 	(*Event)(nil),                 // 1: hookline.v1.Event
 	(*Delivery)(nil),              // 2: hookline.v1.Delivery
 	(*AttemptOutcome)(nil),        // 3: hookline.v1.AttemptOutcome
 	(*AttemptOutcomes)(nil),       // 4: hookline.v1.AttemptOutcomes
-	(*DeadLetter)(nil),            // 5: hookline.v1.DeadLetter
-	(*Endpoint)(nil),              // 6: hookline.v1.Endpoint
-	(*Secret)(nil),                // 7: hookline.v1.Secret
-	nil,                           // 8: hookline.v1.Endpoint.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Events)(nil),                // 5: hookline.v1.Events
+	(*DeadLetter)(nil),            // 6: hookline.v1.DeadLetter
+	(*Endpoint)(nil),              // 7: hookline.v1.Endpoint
+	(*Secret)(nil),                // 8: hookline.v1.Secret
+	nil,                           // 9: hookline.v1.Endpoint.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_hookline_v1_bus_proto_depIdxs = []int32{
-	9,  // 0: hookline.v1.Event.accepted_at:type_name -> google.protobuf.Timestamp
-	9,  // 1: hookline.v1.Delivery.accepted_at:type_name -> google.protobuf.Timestamp
-	9,  // 2: hookline.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 3: hookline.v1.AttemptOutcome.started_at:type_name -> google.protobuf.Timestamp
+	10, // 0: hookline.v1.Event.accepted_at:type_name -> google.protobuf.Timestamp
+	10, // 1: hookline.v1.Delivery.accepted_at:type_name -> google.protobuf.Timestamp
+	10, // 2: hookline.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	10, // 3: hookline.v1.AttemptOutcome.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: hookline.v1.AttemptOutcome.status:type_name -> hookline.v1.DeliveryStatus
 	3,  // 5: hookline.v1.AttemptOutcomes.outcomes:type_name -> hookline.v1.AttemptOutcome
-	2,  // 6: hookline.v1.DeadLetter.delivery:type_name -> hookline.v1.Delivery
-	9,  // 7: hookline.v1.DeadLetter.dead_at:type_name -> google.protobuf.Timestamp
-	8,  // 8: hookline.v1.Endpoint.headers:type_name -> hookline.v1.Endpoint.HeadersEntry
-	7,  // 9: hookline.v1.Endpoint.secrets:type_name -> hookline.v1.Secret
-	9,  // 10: hookline.v1.Secret.expires_at:type_name -> google.protobuf.Timestamp
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	1,  // 6: hookline.v1.Events.events:type_name -> hookline.v1.Event
+	2,  // 7: hookline.v1.DeadLetter.delivery:type_name -> hookline.v1.Delivery
+	10, // 8: hookline.v1.DeadLetter.dead_at:type_name -> google.protobuf.Timestamp
+	9,  // 9: hookline.v1.Endpoint.headers:type_name -> hookline.v1.Endpoint.HeadersEntry
+	8,  // 10: hookline.v1.Endpoint.secrets:type_name -> hookline.v1.Secret
+	10, // 11: hookline.v1.Secret.expires_at:type_name -> google.protobuf.Timestamp
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_hookline_v1_bus_proto_init() }
@@ -1012,7 +1074,7 @@ func file_hookline_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookline_v1_bus_proto_rawDesc), len(file_hookline_v1_bus_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/hookline/hookline/pkg/pgtest"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 	"github.com/hookline/hookline/services/fanout"
+	handler "github.com/hookline/hookline/services/fanout/internal/fanout"
 )
 
 type bundle struct {
@@ -373,4 +376,78 @@ func (b *bundle) count(t *testing.T, q string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestFanoutEventsMessage: a message of several keyless events (as ingest
+// publishes a batch) is fanned out event by event, each delivery in its
+// event's trace, and acknowledged once all are; an event without an id in
+// it is skipped.
+func TestFanoutEventsMessage(t *testing.T) {
+	t.Parallel()
+	// Deliveries carry their trace context as the services do once
+	// telemetry is started.
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	b := setup(t)
+	b.putEndpoint(t, &hooklinev1.Endpoint{Id: "ep_a"})
+	b.putEndpoint(t, &hooklinev1.Endpoint{Id: "ep_b", EventTypes: []string{"order.paid"}})
+	b.start(t)
+
+	evs := []*hooklinev1.Event{newEvent("order.created", ""), newEvent("order.paid", ""), {TenantId: "acme", Type: "order.paid"}, newEvent("user.created", "")}
+	traceparents := []string{
+		"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		"00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		"",
+		"",
+	}
+	data, err := proto.Marshal(&hooklinev1.Events{Events: evs, Traceparents: traceparents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := bus.NewMsg(bus.EventSubject("acme", ""), "g1", data)
+	msg.Header.Set(bus.HeaderEvents, "4")
+	if _, err := b.js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	msgs := b.streamMsgs(t, bus.StreamDeliveries, 4)
+	got := map[string]string{}
+	for _, m := range msgs {
+		d := &hooklinev1.Delivery{}
+		if err := proto.Unmarshal(m.Data, d); err != nil {
+			t.Fatal(err)
+		}
+		got[d.GetEventId()+" "+d.GetEndpointId()] = m.Header.Get("traceparent")
+		if m.Header.Get(handler.HeaderEventSeq) == "" {
+			t.Errorf("delivery %s without its event's sequence", d.GetId())
+		}
+	}
+	trace := func(tp string) string {
+		if len(tp) < 35 {
+			return ""
+		}
+		return tp[3:35]
+	}
+	for _, w := range []struct {
+		ev    *hooklinev1.Event
+		ep    string
+		trace string
+	}{
+		{evs[0], "ep_a", trace(traceparents[0])},
+		{evs[1], "ep_a", trace(traceparents[1])},
+		{evs[1], "ep_b", trace(traceparents[1])},
+		{evs[3], "ep_a", ""},
+	} {
+		tp, ok := got[w.ev.GetId()+" "+w.ep]
+		if !ok {
+			t.Errorf("no delivery of %s to %s; got %v", w.ev.GetId(), w.ep, got)
+			continue
+		}
+		if w.trace != "" && trace(tp) != w.trace {
+			t.Errorf("delivery of %s to %s in trace %q, want %q", w.ev.GetId(), w.ep, trace(tp), w.trace)
+		}
+	}
+	for _, ev := range []*hooklinev1.Event{evs[0], evs[1], evs[3]} {
+		if rows := b.deliveryRows(t, ev.GetId()); len(rows) == 0 {
+			t.Errorf("no deliveries rows for %s", ev.GetId())
+		}
+	}
 }

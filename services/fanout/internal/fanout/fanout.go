@@ -7,10 +7,12 @@ package fanout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -105,6 +107,10 @@ func (h *Handler) decode(msg jetstream.Msg) (*hooklinev1.Event, uint64, bool) {
 // acknowledges it, or NAKs it with a short delay when the database or NATS
 // failed (it is then fanned out again, which repeats nothing visible).
 func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
+	if msg.Headers().Get(bus.HeaderEvents) != "" {
+		h.handleGroup(ctx, msg)
+		return
+	}
 	ev, seq, ok := h.decode(msg)
 	if !ok {
 		return
@@ -117,6 +123,51 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	if err := msg.Ack(); err != nil {
 		log().Warn("ack event", "err", err)
+	}
+}
+
+// handleGroup processes the keyless events of one message (see
+// [bus.HeaderEvents]) concurrently, each in its own trace, and acknowledges
+// the message once every one is fanned out. When any failed the message is
+// NAKed and all are fanned out again, which repeats nothing visible. An
+// event that can never be fanned out (no tenant or id) is logged and
+// skipped.
+func (h *Handler) handleGroup(ctx context.Context, msg jetstream.Msg) {
+	g := &hooklinev1.Events{}
+	if err := proto.Unmarshal(msg.Data(), g); err != nil || len(g.GetEvents()) == 0 {
+		h.log.Error("undecodable events message, dropped", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	var seq uint64
+	if meta, err := msg.Metadata(); err == nil {
+		seq = meta.Sequence.Stream
+	}
+	var (
+		wg   sync.WaitGroup
+		errs = make([]error, len(g.GetEvents()))
+	)
+	for i, ev := range g.GetEvents() {
+		if ev.GetTenantId() == "" || ev.GetId() == "" {
+			h.log.Error("event without tenant or id in an events message, dropped", "subject", msg.Subject(), "index", i)
+			continue
+		}
+		ectx := ctx
+		if i < len(g.GetTraceparents()) {
+			if sc := telemetry.SpanContext(g.GetTraceparents()[i]); sc.IsValid() {
+				ectx = trace.ContextWithRemoteSpanContext(ctx, sc)
+			}
+		}
+		wg.Go(func() { errs[i] = h.process(ectx, ev, seq) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		h.log.Warn("fan-out of an events message failed, will retry", "events", len(errs), "err", err)
+		_ = msg.NakWithDelay(NakDelay())
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		h.log.Warn("ack events message", "err", err)
 	}
 }
 
@@ -182,8 +233,12 @@ func NakDelay() time.Duration {
 // The work runs in a "fanout event" span, a child of the event's trace
 // context; each matched endpoint gets a "fanout delivery" span, a child of
 // it, whose context travels with that delivery (or dead letter).
-func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hooklinev1.Event, eventSeq uint64) (err error) {
-	ctx = telemetry.Extract(ctx, headers)
+func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hooklinev1.Event, eventSeq uint64) error {
+	return h.process(telemetry.Extract(ctx, headers), ev, eventSeq)
+}
+
+// process is Process in ctx's trace context.
+func (h *Handler) process(ctx context.Context, ev *hooklinev1.Event, eventSeq uint64) (err error) {
 	ctx, span := h.tracer.Start(ctx, "fanout event", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("hookline.tenant_id", ev.GetTenantId()), attribute.String("hookline.event_id", ev.GetId()),
 			attribute.String("hookline.event_type", ev.GetType())))

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -168,6 +169,87 @@ func (b *bundle) eventMsgs(t testing.TB) []*jetstream.RawStreamMsg {
 		out = append(out, m)
 	}
 	return out
+}
+
+// TestBatchKeylessInOneMessage: a batch's keyless events of one tenant go
+// to HOOKLINE_EVENTS as one message (hooklinev1.Events), its keyed events
+// one message each in input order; a keyless event alone is a plain event
+// message.
+func TestBatchKeylessInOneMessage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var items []string
+	for i := range 6 {
+		key := ""
+		if i%3 == 2 {
+			key = fmt.Sprintf(`,"ordering_key":"k%d"`, i)
+		}
+		items = append(items, fmt.Sprintf(`{"type":"order.created","data":{"i":%d},"id":"g-%d"%s}`, i, i, key))
+	}
+	res := b.do(t, http.MethodPost, "/v1/tenants/acme/events/batch", b.token, `{"events":[`+strings.Join(items, ",")+`]}`)
+	if res.status != http.StatusAccepted {
+		t.Fatalf("status %d: %s", res.status, res.body)
+	}
+	msgs := b.eventMsgs(t)
+	if len(msgs) != 3 {
+		t.Fatalf("%d stream messages, want 3 (two keyed, one group of four)", len(msgs))
+	}
+	var keyed []string
+	for _, m := range msgs {
+		if m.Header.Get(bus.HeaderEvents) == "" {
+			ev := decodeEventMsg(t, m)
+			keyed = append(keyed, ev.GetId())
+			if m.Subject != bus.EventSubject(tenantID, ev.GetOrderingKey()) || m.Header.Get(bus.HeaderMsgID) != bus.EventMsgID(tenantID, ev.GetId()) {
+				t.Errorf("keyed event %s: subject %s, Msg-Id %s", ev.GetId(), m.Subject, m.Header.Get(bus.HeaderMsgID))
+			}
+			continue
+		}
+		var g hooklinev1.Events
+		if err := proto.Unmarshal(m.Data, &g); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, ev := range g.GetEvents() {
+			got = append(got, ev.GetId())
+			if ev.GetTenantId() != tenantID || ev.GetOrderingKey() != "" || ev.GetAcceptedAt() == nil {
+				t.Errorf("grouped event %+v", ev)
+			}
+		}
+		if want := []string{"g-0", "g-1", "g-3", "g-4"}; !slices.Equal(got, want) || len(g.GetTraceparents()) != len(want) {
+			t.Errorf("group holds %v (%d traceparents), want %v", got, len(g.GetTraceparents()), want)
+		}
+		if m.Header.Get(bus.HeaderEvents) != "4" || m.Header.Get(bus.HeaderMsgID) != bus.EventsMsgID(tenantID, got) ||
+			m.Subject != bus.EventSubject(tenantID, "") {
+			t.Errorf("group message: subject %s, headers %v", m.Subject, m.Header)
+		}
+	}
+	if want := []string{"g-2", "g-5"}; !slices.Equal(keyed, want) {
+		t.Errorf("keyed messages %v, want %v", keyed, want)
+	}
+}
+
+// TestChunkEvents: groups hold at most groupMaxEvents events and
+// groupMaxBytes of data; an event larger than that goes alone.
+func TestChunkEvents(t *testing.T) {
+	t.Parallel()
+	sized := func(sizes ...int) ([]*hooklinev1.Event, []int) {
+		var evs []*hooklinev1.Event
+		var idx []int
+		for i, n := range sizes {
+			evs = append(evs, &hooklinev1.Event{Data: make([]byte, n)})
+			idx = append(idx, i)
+		}
+		return evs, idx
+	}
+	evs, idx := sized(make([]int, groupMaxEvents+1)...)
+	if got := chunkEvents(evs, idx); len(got) != 2 || len(got[0]) != groupMaxEvents || len(got[1]) != 1 {
+		t.Errorf("%d events: chunks of %v", len(idx), got)
+	}
+	evs, idx = sized(groupMaxBytes/2, groupMaxBytes/2, 1, groupMaxBytes+1, 1)
+	got := chunkEvents(evs, idx)
+	if want := [][]int{{0, 1}, {2}, {3}, {4}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("chunks by size %v, want %v", got, want)
+	}
 }
 
 func decodeEventMsg(t testing.TB, m *jetstream.RawStreamMsg) *hooklinev1.Event {

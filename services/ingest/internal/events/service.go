@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -640,10 +641,19 @@ func (s *Service) insertBatch(ctx context.Context, items []*item) error {
 	return nil
 }
 
-// publish sends every event to HOOKLINE_EVENTS in order without waiting in
-// between, then waits for all acknowledgements. errs[i] is events[i]'s.
-// Each message carries the trace context of traceCtx[i] (of ctx when
-// traceCtx is nil).
+// Keyless events of one tenant are published together: at most
+// groupMaxEvents events and groupMaxBytes of their data in one message
+// (hooklinev1.Events), which fan-out takes apart. One JetStream message,
+// stored, delivered and acknowledged, then serves a whole batch request.
+const (
+	groupMaxEvents = 100
+	groupMaxBytes  = 256 << 10
+)
+
+// publish sends every event to HOOKLINE_EVENTS without waiting in between
+// (keyed ones in input order, keyless ones grouped per tenant), then waits
+// for all acknowledgements. errs[i] is events[i]'s. Each event carries the
+// trace context of traceCtx[i] (of ctx when traceCtx is nil).
 func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, traceCtx []context.Context) []error {
 	errs := make([]error, len(events))
 	if !s.js.Conn().IsConnected() {
@@ -652,46 +662,149 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 		}
 		return errs
 	}
-	futures := make([]jetstream.PubAckFuture, len(events))
-	for i, ev := range events {
-		data, err := proto.Marshal(ev)
-		if err != nil {
-			errs[i] = fmt.Errorf("encode event %s: %w", ev.GetId(), err)
-			continue
-		}
-		msg := &nats.Msg{
-			Subject: bus.EventSubject(ev.GetTenantId(), ev.GetOrderingKey()),
-			Header:  nats.Header{},
-			Data:    data,
-		}
-		msg.Header.Set(bus.HeaderMsgID, bus.EventMsgID(ev.GetTenantId(), ev.GetId()))
+	traceOf := func(i int) context.Context {
 		if traceCtx != nil {
-			telemetry.Inject(traceCtx[i], msg.Header)
-		} else {
-			telemetry.Inject(ctx, msg.Header)
+			return traceCtx[i]
 		}
+		return ctx
+	}
+	type sent struct {
+		f   jetstream.PubAckFuture
+		idx []int
+	}
+	var futures []sent
+	send := func(msg *nats.Msg, idx ...int) {
 		f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(bus.StreamEvents))
 		if err != nil {
-			errs[i] = fmt.Errorf("publish event %s: %w", ev.GetId(), err)
+			for _, i := range idx {
+				errs[i] = fmt.Errorf("publish event %s: %w", events[i].GetId(), err)
+			}
+			return
+		}
+		futures = append(futures, sent{f: f, idx: idx})
+	}
+	// Keyed events go one by one, in input order; keyless ones wait for
+	// their tenant's group.
+	var (
+		groups  = map[string][]int{}
+		tenants []string
+	)
+	for i, ev := range events {
+		if ev.GetOrderingKey() == "" {
+			t := ev.GetTenantId()
+			if _, ok := groups[t]; !ok {
+				tenants = append(tenants, t)
+			}
+			groups[t] = append(groups[t], i)
 			continue
 		}
-		futures[i] = f
+		msg, err := eventMsg(ev, traceOf(i))
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		send(msg, i)
+	}
+	for _, t := range tenants {
+		for _, idx := range chunkEvents(events, groups[t]) {
+			var (
+				msg *nats.Msg
+				err error
+			)
+			if len(idx) == 1 {
+				msg, err = eventMsg(events[idx[0]], traceOf(idx[0]))
+			} else {
+				msg, err = eventsMsg(t, events, idx, traceOf)
+			}
+			if err != nil {
+				for _, i := range idx {
+					errs[i] = err
+				}
+				continue
+			}
+			send(msg, idx...)
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.publishTimeout)
 	defer cancel()
-	for i, f := range futures {
-		if f == nil {
-			continue
-		}
+	for _, p := range futures {
+		var err error
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			errs[i] = fmt.Errorf("publish event %s: %w", events[i].GetId(), err)
+		case <-p.f.Ok():
+			continue
+		case perr := <-p.f.Err():
+			err = perr
 		case <-wctx.Done():
-			errs[i] = fmt.Errorf("publish event %s: wait for ack: %w", events[i].GetId(), wctx.Err())
+			err = fmt.Errorf("wait for ack: %w", wctx.Err())
+		}
+		for _, i := range p.idx {
+			errs[i] = fmt.Errorf("publish event %s: %w", events[i].GetId(), err)
 		}
 	}
 	return errs
+}
+
+// eventMsg is the message of one event, carrying traceCtx's trace context.
+func eventMsg(ev *hooklinev1.Event, traceCtx context.Context) (*nats.Msg, error) {
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", ev.GetId(), err)
+	}
+	msg := &nats.Msg{
+		Subject: bus.EventSubject(ev.GetTenantId(), ev.GetOrderingKey()),
+		Header:  nats.Header{},
+		Data:    data,
+	}
+	msg.Header.Set(bus.HeaderMsgID, bus.EventMsgID(ev.GetTenantId(), ev.GetId()))
+	telemetry.Inject(traceCtx, msg.Header)
+	return msg, nil
+}
+
+// eventsMsg is the message of tenant's keyless events at idx, each with
+// its trace context.
+func eventsMsg(tenant string, events []*hooklinev1.Event, idx []int, traceOf func(int) context.Context) (*nats.Msg, error) {
+	g := &hooklinev1.Events{
+		Events:       make([]*hooklinev1.Event, len(idx)),
+		Traceparents: make([]string, len(idx)),
+	}
+	eventIDs := make([]string, len(idx))
+	for j, i := range idx {
+		g.Events[j] = events[i]
+		g.Traceparents[j] = telemetry.Traceparent(traceOf(i))
+		eventIDs[j] = events[i].GetId()
+	}
+	data, err := proto.Marshal(g)
+	if err != nil {
+		return nil, fmt.Errorf("encode %d events: %w", len(idx), err)
+	}
+	msg := &nats.Msg{Subject: bus.EventSubject(tenant, ""), Header: nats.Header{}, Data: data}
+	msg.Header.Set(bus.HeaderMsgID, bus.EventsMsgID(tenant, eventIDs))
+	msg.Header.Set(bus.HeaderEvents, strconv.Itoa(len(idx)))
+	return msg, nil
+}
+
+// chunkEvents splits idx, indexes of events, into groups of at most
+// groupMaxEvents events and groupMaxBytes of data (an event larger than
+// that alone).
+func chunkEvents(events []*hooklinev1.Event, idx []int) [][]int {
+	var (
+		out   [][]int
+		cur   []int
+		bytes int
+	)
+	for _, i := range idx {
+		n := len(events[i].GetData())
+		if len(cur) > 0 && (len(cur) == groupMaxEvents || bytes+n > groupMaxBytes) {
+			out = append(out, cur)
+			cur, bytes = nil, 0
+		}
+		cur = append(cur, i)
+		bytes += n
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
 // problem returns err's problem, or nil.
