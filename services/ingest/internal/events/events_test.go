@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hookline/hookline/pkg/auth"
 	"github.com/hookline/hookline/pkg/bus"
@@ -225,6 +226,37 @@ func TestBatchKeylessInOneMessage(t *testing.T) {
 	}
 	if want := []string{"g-2", "g-5"}; !slices.Equal(keyed, want) {
 		t.Errorf("keyed messages %v, want %v", keyed, want)
+	}
+}
+
+// TestSinglesPublishedTogether: keyless single events published together
+// (as concurrent requests' are) make one message; a copy of an event
+// published before (a duplicate request's) goes alone, under the event's
+// own Nats-Msg-Id, so JetStream drops it.
+func TestSinglesPublishedTogether(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var items []published
+	for i := range 3 {
+		items = append(items, published{ev: &hooklinev1.Event{TenantId: tenantID, Id: fmt.Sprint("s-", i), Type: "a",
+			Data: []byte(`{}`), AcceptedAt: timestamppb.Now()}, trace: t.Context()})
+	}
+	if err := b.svc.publishTogether(t.Context(), items); err != nil {
+		t.Fatal(err)
+	}
+	msgs := b.eventMsgs(t)
+	if len(msgs) != 1 || msgs[0].Header.Get(bus.HeaderEvents) != "3" {
+		t.Fatalf("%d messages (first's headers %v), want one of 3 events", len(msgs), msgs[0].Header)
+	}
+	ev := items[0].ev
+	for range 2 {
+		errs := b.svc.publish(t.Context(), []*hooklinev1.Event{ev}, nil, []bool{false})
+		if errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+	}
+	if msgs := b.eventMsgs(t); len(msgs) != 2 || msgs[1].Header.Get(bus.HeaderMsgID) != bus.EventMsgID(tenantID, ev.GetId()) {
+		t.Errorf("after publishing a copy twice: %d messages, want 2 (the copy once, under its own Msg-Id)", len(msgs))
 	}
 }
 

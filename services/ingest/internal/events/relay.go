@@ -104,7 +104,10 @@ FOR UPDATE OF o SKIP LOCKED`, apitime.Now().Add(-s.relayAge), s.relayBatch)
 		ctx, span := s.tracer.Start(ctx, "relay events", trace.WithNewRoot(),
 			trace.WithAttributes(attribute.Int("hookline.events", len(events))))
 		defer span.End()
-		for i, err := range s.publish(ctx, events, nil) {
+		// One message each, not grouped: an event whose first publish
+		// reached the stream keeps its Nats-Msg-Id, so JetStream drops
+		// the copy.
+		for i, err := range s.publish(ctx, events, nil, nil) {
 			if err != nil {
 				if firstErr == nil {
 					firstErr = err

@@ -62,6 +62,9 @@ type Service struct {
 	// singles inserts single events, those of concurrent requests in one
 	// statement.
 	singles *store.Coalescer[*item]
+	// publishes publishes the keyless single events of concurrent
+	// requests together (one Events message per tenant).
+	publishes *store.Coalescer[published]
 	// outbox deletes the outbox rows of acknowledged events.
 	outbox *outbox
 	js     jetstream.JetStream
@@ -107,7 +110,30 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slo
 		nakDelay:       2 * time.Second,
 	}
 	s.singles = store.NewCoalescer(groupWorkers, MaxBatch, func(*item) int { return 1 }, s.insertBatch)
+	s.publishes = store.NewCoalescer(groupWorkers, groupMaxEvents, func(published) int { return 1 }, s.publishTogether)
 	return s
+}
+
+// published is a single event to publish, with the trace context of its
+// acceptance.
+type published struct {
+	ev    *hooklinev1.Event
+	trace context.Context
+}
+
+// publishTogether publishes items in as few messages as [Service.publish]
+// makes; a failure is every item's.
+func (s *Service) publishTogether(ctx context.Context, items []published) error {
+	evs := make([]*hooklinev1.Event, len(items))
+	traces := make([]context.Context, len(items))
+	for i, it := range items {
+		evs[i], traces[i] = it.ev, it.trace
+	}
+	grouped := make([]bool, len(items))
+	for i := range grouped {
+		grouped[i] = true
+	}
+	return errors.Join(s.publish(ctx, evs, traces, grouped)...)
 }
 
 // SetMetrics makes the service count accepted, duplicate and rejected
@@ -226,6 +252,10 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 	var toPublish []*item
 	var events []*hooklinev1.Event
 	var pubCtx []context.Context
+	// fresh: the event was inserted now. Only those are grouped: the
+	// copy of an event published before must keep its own Nats-Msg-Id, so
+	// that JetStream drops it.
+	var fresh []bool
 	for _, it := range items {
 		if out[it.idx].err != nil {
 			continue
@@ -233,6 +263,7 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 		if it.inserted {
 			toPublish = append(toPublish, it)
 			pubCtx = append(pubCtx, spanCtx[it.idx])
+			fresh = append(fresh, true)
 			events = append(events, &hooklinev1.Event{
 				TenantId:       it.in.TenantID,
 				Id:             it.id,
@@ -253,13 +284,20 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 			// copy by its Nats-Msg-Id.
 			toPublish = append(toPublish, it)
 			pubCtx = append(pubCtx, spanCtx[it.idx])
+			fresh = append(fresh, false)
 			events = append(events, eventOf(it.in.TenantID, e))
 		}
 	}
 	if len(events) == 0 {
 		return out
 	}
-	errs := s.publish(ctx, events, pubCtx)
+	var errs []error
+	if len(events) == 1 && fresh[0] && events[0].GetOrderingKey() == "" {
+		// A keyless single event goes with those of concurrent requests.
+		errs = []error{s.publishes.Do(ctx, published{ev: events[0], trace: pubCtx[0]})}
+	} else {
+		errs = s.publish(ctx, events, pubCtx, fresh)
+	}
 	var done []*hooklinev1.Event
 	for i, it := range toPublish {
 		if errs[i] != nil {
@@ -651,10 +689,11 @@ const (
 )
 
 // publish sends every event to HOOKLINE_EVENTS without waiting in between
-// (keyed ones in input order, keyless ones grouped per tenant), then waits
-// for all acknowledgements. errs[i] is events[i]'s. Each event carries the
-// trace context of traceCtx[i] (of ctx when traceCtx is nil).
-func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, traceCtx []context.Context) []error {
+// (keyed ones in input order; keyless ones with grouped[i] set grouped per
+// tenant, the others alone), then waits for all acknowledgements. errs[i]
+// is events[i]'s. Each event carries the trace context of traceCtx[i] (of
+// ctx when traceCtx is nil).
+func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, traceCtx []context.Context, grouped []bool) []error {
 	errs := make([]error, len(events))
 	if !s.js.Conn().IsConnected() {
 		for i := range errs {
@@ -683,14 +722,14 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 		}
 		futures = append(futures, sent{f: f, idx: idx})
 	}
-	// Keyed events go one by one, in input order; keyless ones wait for
-	// their tenant's group.
+	// Keyed events go one by one, in input order; keyless ones to group
+	// wait for their tenant's group.
 	var (
 		groups  = map[string][]int{}
 		tenants []string
 	)
 	for i, ev := range events {
-		if ev.GetOrderingKey() == "" {
+		if ev.GetOrderingKey() == "" && grouped != nil && grouped[i] {
 			t := ev.GetTenantId()
 			if _, ok := groups[t]; !ok {
 				tenants = append(tenants, t)
