@@ -78,7 +78,7 @@ type Lanes struct {
 	runs    runs
 	transit map[string]int
 	done    map[string]mark
-	// Lookups and Skipped count head checks asked of the stream and
+	// lookups and skipped count head checks asked of the stream and
 	// heads known without asking.
 	lookups, skipped uint64
 }
@@ -137,11 +137,10 @@ func (l *Lanes) Observe(msg jetstream.Msg, keyed bool) Observed {
 	var o Observed
 	if err == nil {
 		o.run = l.runs.observe(meta, l.disconnects())
-		if l.runs.ended {
-			clear(l.done)
-			l.runs.ended = false
-		}
+	} else {
+		l.runs.brk()
 	}
+	l.forgetEndedRun()
 	if keyed {
 		l.transit[msg.Subject()]++
 		o.transit = true
@@ -155,14 +154,25 @@ func (l *Lanes) Break() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.runs.brk()
-	clear(l.done)
-	l.runs.ended = false
+	l.forgetEndedRun()
+}
+
+// forgetEndedRun forgets the finished heads of a run that ended: none of
+// them can let a message skip its lookup any more.
+func (l *Lanes) forgetEndedRun() {
+	if l.runs.ended {
+		clear(l.done)
+		l.runs.ended = false
+	}
 }
 
 // Forget tells the lanes that msg, observed as keyed, does not come to
 // them (it was handled without order, or could not be handled). Its
 // subject's next message is looked up.
 func (l *Lanes) Forget(msg jetstream.Msg, o Observed) {
+	if !o.transit {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.untransit(msg.Subject(), o)
@@ -266,10 +276,7 @@ func (l *Lanes) known(subject string, seq uint64, e entry) (known, cleared bool)
 		l.skipped++
 		return true, d.clear
 	}
-	if l.runs.ended {
-		clear(l.done)
-		l.runs.ended = false
-	}
+	l.forgetEndedRun()
 	l.lookups++
 	return false, false
 }
