@@ -42,9 +42,7 @@ func TestLanesOrderAgainstRedeliveryOrder(t *testing.T) {
 	const subjects, per = 4, 10
 	for i := range per {
 		for k := range subjects {
-			if _, err := js.Publish(t.Context(), bus.DeliverySubject("acme", "ep", fmt.Sprint("key", k)), []byte(fmt.Sprint(i))); err != nil {
-				t.Fatal(err)
-			}
+			publish(t, js, bus.DeliverySubject("acme", "ep", fmt.Sprint("key", k)), fmt.Sprint(i))
 		}
 	}
 	// fetch waits until all are in hand: right after the publishes the

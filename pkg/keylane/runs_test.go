@@ -81,12 +81,14 @@ func fetch(t *testing.T, c jetstream.Consumer, n int) []jetstream.Msg {
 }
 
 // recorder is the work of lanes in these tests: it records each message's
-// data per subject and acknowledges it, waiting for the server.
+// data (or what record returns for it) per subject and acknowledges it,
+// waiting for the server.
 type recorder struct {
-	t    *testing.T
-	mu   sync.Mutex
-	got  map[string][]string
-	gate chan struct{}
+	t      *testing.T
+	mu     sync.Mutex
+	got    map[string][]string
+	gate   chan struct{}
+	record func(jetstream.Msg) string
 }
 
 func newRecorder(t *testing.T) *recorder {
@@ -97,8 +99,12 @@ func (r *recorder) work(_ context.Context, m jetstream.Msg) {
 	if r.gate != nil {
 		<-r.gate
 	}
+	v := string(m.Data())
+	if r.record != nil {
+		v = r.record(m)
+	}
 	r.mu.Lock()
-	r.got[m.Subject()] = append(r.got[m.Subject()], string(m.Data()))
+	r.got[m.Subject()] = append(r.got[m.Subject()], v)
 	r.mu.Unlock()
 	if err := m.DoubleAck(context.Background()); err != nil {
 		r.t.Error(err)
@@ -265,45 +271,22 @@ func TestLanesPassClearToTheNextHead(t *testing.T) {
 	js, s, c := setupStream(t)
 	subject := bus.DeliverySubject("acme", "ep", "k")
 	publish(t, js, subject, "0", "1", "2", "3", "4")
-	var (
-		mu      sync.Mutex
-		follows []bool
-	)
-	gate := make(chan struct{})
-	l := New(StreamHead(s), func(_ context.Context, m jetstream.Msg) {
-		<-gate
-		mu.Lock()
-		follows = append(follows, FollowsClear(m))
-		mu.Unlock()
+	rec := newRecorder(t)
+	rec.gate = make(chan struct{})
+	rec.record = func(m jetstream.Msg) string {
+		follows := FollowsClear(m)
 		// 0, 2 and 4 leave the subject clear; 1 and 3 do not.
 		if string(m.Data()) != "1" && string(m.Data()) != "3" {
 			LeaveClear(m)
 		}
-		if err := m.DoubleAck(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}, discard())
+		return fmt.Sprint(follows)
+	}
+	l := New(StreamHead(s), rec.work, discard())
 	for _, m := range fetch(t, c, 5) {
 		l.Add(t.Context(), m, l.Observe(m, true))
 	}
-	close(gate)
-	want := []bool{false, true, false, true, false}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		got := slices.Clone(follows)
-		mu.Unlock()
-		if len(got) == len(want) {
-			if !slices.Equal(got, want) {
-				t.Fatalf("FollowsClear %v, want %v", got, want)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("handled %d of %d", len(got), len(want))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	close(rec.gate)
+	rec.waitFor(subject, "false", "true", "false", "true", "false")
 	l.Stop()
 	l.Wait(5 * time.Second)
 }
