@@ -181,6 +181,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			}
 			logf("  %.0f events/s, %.0f deliveries/s, p50 %s p99 %s, %d/%d delivered, %d send errors",
 				res.EventsPerSec, res.DeliveriesPerSec, fmtDur(res.P50), fmtDur(res.P99), res.Delivered, res.Expected, res.SendErrors)
+			logf("  CPU ms per delivery: ingest %.3f, fanout %.3f, dispatcher %.3f, bench %.3f, postgres %.3f",
+				res.CPUPer1k[binIngest], res.CPUPer1k[binFanout], res.CPUPer1k[binDispatcher], res.CPUPer1k["bench"], res.CPUPer1k["postgres"])
 			if res.SendErrorSample != "" {
 				logf("  first send error: %s", res.SendErrorSample)
 			}

@@ -48,7 +48,8 @@ const (
 	HeaderMsgID       = "Nats-Msg-Id"
 	HeaderOrderingKey = "Hookline-Ordering-Key"
 	// HeaderEvents marks a message on an event subject that carries
-	// several keyless events (hooklinev1.Events); its value is how many.
+	// several events (hooklinev1.Events) of that subject, in the order they
+	// were accepted; its value is how many.
 	HeaderEvents = "Hookline-Events"
 )
 
@@ -68,9 +69,24 @@ func KeyToken(orderingKey string) string {
 	return strings.Repeat("0", 16-len(s)) + s
 }
 
-// EventSubject is where ingest publishes an accepted event.
+// KeyPartitions is how many event subjects a tenant's keyed events are
+// spread over. Every event of one key travels on the same one, so fan-out
+// keeps the key's order by handling that subject in order, and ingest can
+// group a request's keyed events into one message per partition (as it does
+// a tenant's keyless events) instead of one message per event. More
+// partitions let more of a tenant's keyed events be fanned out at once;
+// fewer make larger groups.
+const KeyPartitions = 16
+
+// EventSubject is where ingest publishes an accepted event: the tenant's
+// keyless subject ("_"), or for an event with an ordering key the subject of
+// the key's partition: "k" and the first hex digit of its [KeyToken] (never
+// a key token, which has 16 digits, nor "_").
 func EventSubject(tenant, orderingKey string) string {
-	return eventsPrefix + tenant + "." + KeyToken(orderingKey)
+	if orderingKey == "" {
+		return eventsPrefix + tenant + "." + NoKey
+	}
+	return eventsPrefix + tenant + ".k" + KeyToken(orderingKey)[:1]
 }
 
 // DeliverySubject is where a delivery of an event to an endpoint waits.

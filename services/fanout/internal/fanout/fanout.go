@@ -126,6 +126,39 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
+// decodeGroup reads a message of several events (see [bus.HeaderEvents]);
+// an undecodable one is terminated.
+func (h *Handler) decodeGroup(msg jetstream.Msg) (*hooklinev1.Events, uint64, bool) {
+	g := &hooklinev1.Events{}
+	if err := proto.Unmarshal(msg.Data(), g); err != nil || len(g.GetEvents()) == 0 {
+		h.log.Error("undecodable events message, dropped", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return nil, 0, false
+	}
+	var seq uint64
+	if meta, err := msg.Metadata(); err == nil {
+		seq = meta.Sequence.Stream
+	}
+	return g, seq, true
+}
+
+// groupEvent returns the i-th event of g with the context of its own trace,
+// or false for an event that can never be fanned out (no tenant or id),
+// which is logged.
+func (h *Handler) groupEvent(ctx context.Context, msg jetstream.Msg, g *hooklinev1.Events, i int) (context.Context, *hooklinev1.Event, bool) {
+	ev := g.GetEvents()[i]
+	if ev.GetTenantId() == "" || ev.GetId() == "" {
+		h.log.Error("event without tenant or id in an events message, dropped", "subject", msg.Subject(), "index", i)
+		return ctx, nil, false
+	}
+	if i < len(g.GetTraceparents()) {
+		if sc := telemetry.SpanContext(g.GetTraceparents()[i]); sc.IsValid() {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+		}
+	}
+	return ctx, ev, true
+}
+
 // handleGroup processes the keyless events of one message (see
 // [bus.HeaderEvents]) concurrently, each in its own trace, and acknowledges
 // the message once every one is fanned out. When any failed the message is
@@ -133,30 +166,18 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 // event that can never be fanned out (no tenant or id) is logged and
 // skipped.
 func (h *Handler) handleGroup(ctx context.Context, msg jetstream.Msg) {
-	g := &hooklinev1.Events{}
-	if err := proto.Unmarshal(msg.Data(), g); err != nil || len(g.GetEvents()) == 0 {
-		h.log.Error("undecodable events message, dropped", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
+	g, seq, ok := h.decodeGroup(msg)
+	if !ok {
 		return
-	}
-	var seq uint64
-	if meta, err := msg.Metadata(); err == nil {
-		seq = meta.Sequence.Stream
 	}
 	var (
 		wg   sync.WaitGroup
 		errs = make([]error, len(g.GetEvents()))
 	)
-	for i, ev := range g.GetEvents() {
-		if ev.GetTenantId() == "" || ev.GetId() == "" {
-			h.log.Error("event without tenant or id in an events message, dropped", "subject", msg.Subject(), "index", i)
+	for i := range g.GetEvents() {
+		ectx, ev, ok := h.groupEvent(ctx, msg, g, i)
+		if !ok {
 			continue
-		}
-		ectx := ctx
-		if i < len(g.GetTraceparents()) {
-			if sc := telemetry.SpanContext(g.GetTraceparents()[i]); sc.IsValid() {
-				ectx = trace.ContextWithRemoteSpanContext(ctx, sc)
-			}
 		}
 		wg.Go(func() { errs[i] = h.process(ectx, ev, seq) })
 	}
@@ -171,20 +192,89 @@ func (h *Handler) handleGroup(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// HandleOrdered processes an event that is the head of its key's subject and
-// acknowledges it. A failure is retried in place, with a backoff, until it
-// succeeds or the service stops (then the event is NAKed and stays the
-// head): moving on would reorder the key.
+// HandleOrdered processes the message at the head of a keyed subject (one
+// event, or several: see [bus.HeaderEvents]) and acknowledges it. A failure
+// is retried in place, with a backoff, until it succeeds or the service
+// stops (then the message is NAKed and stays the head): moving on would
+// reorder the key.
 func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg) {
+	if msg.Headers().Get(bus.HeaderEvents) != "" {
+		h.handleOrderedGroup(ctx, msg)
+		return
+	}
 	ev, seq, ok := h.decode(msg)
 	if !ok {
 		return
 	}
-	log := h.eventLog(ev)
+	h.retryInPlace(ctx, msg, h.eventLog(ev), func() error {
+		return h.Process(ctx, msg.Headers(), ev, seq)
+	})
+}
+
+// handleOrderedGroup processes the keyed events of the message at the head
+// of a key partition's subject: the events of one key one after another,
+// in the message's order, and those of different keys concurrently, each
+// in its own trace. A failure is retried in place for the events not yet
+// fanned out; a key's later events wait for its earlier ones.
+func (h *Handler) handleOrderedGroup(ctx context.Context, msg jetstream.Msg) {
+	g, seq, ok := h.decodeGroup(msg)
+	if !ok {
+		return
+	}
+	type step struct {
+		ctx context.Context
+		ev  *hooklinev1.Event
+	}
+	var (
+		chains [][]step
+		byKey  = map[string]int{}
+	)
+	for i := range g.GetEvents() {
+		ectx, ev, ok := h.groupEvent(ctx, msg, g, i)
+		if !ok {
+			continue
+		}
+		c, seen := byKey[ev.GetOrderingKey()]
+		if !seen {
+			c = len(chains)
+			byKey[ev.GetOrderingKey()] = c
+			chains = append(chains, nil)
+		}
+		chains[c] = append(chains[c], step{ectx, ev})
+	}
+	// next[c] is how many of chain c's events are fanned out.
+	next := make([]int, len(chains))
+	h.retryInPlace(ctx, msg, func() *slog.Logger { return h.log.With("subject", msg.Subject()) }, func() error {
+		var (
+			wg   sync.WaitGroup
+			errs = make([]error, len(chains))
+		)
+		for c, chain := range chains {
+			if next[c] == len(chain) {
+				continue
+			}
+			wg.Go(func() {
+				for ; next[c] < len(chain); next[c]++ {
+					if err := h.process(chain[next[c]].ctx, chain[next[c]].ev, seq); err != nil {
+						errs[c] = err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	})
+}
+
+// retryInPlace runs fanOut until it succeeds, then acknowledges msg;
+// between failures it waits with a backoff, telling JetStream that msg is
+// still worked on. When ctx ends first, msg is NAKed.
+func (h *Handler) retryInPlace(ctx context.Context, msg jetstream.Msg, log func() *slog.Logger, fanOut func() error) {
 	wait := 100 * time.Millisecond
 	lastAlive := time.Now()
 	for {
-		err := h.Process(ctx, msg.Headers(), ev, seq)
+		err := fanOut()
 		if err == nil {
 			break
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -172,18 +173,42 @@ func (b *bundle) eventMsgs(t testing.TB) []*jetstream.RawStreamMsg {
 	return out
 }
 
-// TestBatchKeylessInOneMessage: a batch's keyless events of one tenant go
-// to HOOKLINE_EVENTS as one message (hooklinev1.Events), its keyed events
-// one message each in input order; a keyless event alone is a plain event
-// message.
-func TestBatchKeylessInOneMessage(t *testing.T) {
+// partitionKeys returns two ordering keys that share an event subject and a
+// third on another.
+func partitionKeys(t testing.TB) (a, b, c string) {
+	t.Helper()
+	bySubject := map[string][]string{}
+	for i := range 1000 {
+		k := fmt.Sprintf("key-%d", i)
+		subj := bus.EventSubject(tenantID, k)
+		bySubject[subj] = append(bySubject[subj], k)
+		if len(bySubject[subj]) == 2 {
+			a, b = bySubject[subj][0], bySubject[subj][1]
+			break
+		}
+	}
+	for i := range 1000 {
+		if k := fmt.Sprintf("other-%d", i); bus.EventSubject(tenantID, k) != bus.EventSubject(tenantID, a) {
+			return a, b, k
+		}
+	}
+	t.Fatal("no keys found")
+	return
+}
+
+// TestBatchGroupedPerSubject: a batch's events go to HOOKLINE_EVENTS as one
+// message (hooklinev1.Events) per subject, in input order: the tenant's
+// keyless events, and its keyed events of each key partition; an event
+// alone on its subject is a plain event message under its own Msg-Id.
+func TestBatchGroupedPerSubject(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	keyA, keyB, keyC := partitionKeys(t)
+	keys := []string{"", "", keyA, "", keyB, keyC, keyA}
 	var items []string
-	for i := range 6 {
-		key := ""
-		if i%3 == 2 {
-			key = fmt.Sprintf(`,"ordering_key":"k%d"`, i)
+	for i, key := range keys {
+		if key != "" {
+			key = fmt.Sprintf(`,"ordering_key":%q`, key)
 		}
 		items = append(items, fmt.Sprintf(`{"type":"order.created","data":{"i":%d},"id":"g-%d"%s}`, i, i, key))
 	}
@@ -192,16 +217,27 @@ func TestBatchKeylessInOneMessage(t *testing.T) {
 		t.Fatalf("status %d: %s", res.status, res.body)
 	}
 	msgs := b.eventMsgs(t)
-	if len(msgs) != 3 {
-		t.Fatalf("%d stream messages, want 3 (two keyed, one group of four)", len(msgs))
+	want := []struct {
+		subject string
+		ids     []string
+	}{
+		{bus.EventSubject(tenantID, ""), []string{"g-0", "g-1", "g-3"}},
+		{bus.EventSubject(tenantID, keyA), []string{"g-2", "g-4", "g-6"}},
+		{bus.EventSubject(tenantID, keyC), []string{"g-5"}},
 	}
-	var keyed []string
-	for _, m := range msgs {
-		if m.Header.Get(bus.HeaderEvents) == "" {
+	if len(msgs) != len(want) {
+		t.Fatalf("%d stream messages, want %d", len(msgs), len(want))
+	}
+	for i, m := range msgs {
+		w := want[i]
+		if m.Subject != w.subject {
+			t.Errorf("message %d on %s, want %s", i, m.Subject, w.subject)
+		}
+		if len(w.ids) == 1 {
 			ev := decodeEventMsg(t, m)
-			keyed = append(keyed, ev.GetId())
-			if m.Subject != bus.EventSubject(tenantID, ev.GetOrderingKey()) || m.Header.Get(bus.HeaderMsgID) != bus.EventMsgID(tenantID, ev.GetId()) {
-				t.Errorf("keyed event %s: subject %s, Msg-Id %s", ev.GetId(), m.Subject, m.Header.Get(bus.HeaderMsgID))
+			if ev.GetId() != w.ids[0] || m.Header.Get(bus.HeaderEvents) != "" || m.Header.Get(bus.HeaderMsgID) != bus.EventMsgID(tenantID, ev.GetId()) ||
+				ev.GetOrderingKey() != keyC {
+				t.Errorf("message %d: event %s (key %q), headers %v", i, ev.GetId(), ev.GetOrderingKey(), m.Header)
 			}
 			continue
 		}
@@ -210,23 +246,46 @@ func TestBatchKeylessInOneMessage(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got []string
-		for _, ev := range g.GetEvents() {
+		for j, ev := range g.GetEvents() {
 			got = append(got, ev.GetId())
-			if ev.GetTenantId() != tenantID || ev.GetOrderingKey() != "" || ev.GetAcceptedAt() == nil {
-				t.Errorf("grouped event %+v", ev)
+			n, _ := strconv.Atoi(strings.TrimPrefix(ev.GetId(), "g-"))
+			if ev.GetTenantId() != tenantID || ev.GetOrderingKey() != keys[n] || ev.GetAcceptedAt() == nil {
+				t.Errorf("message %d, event %d: %+v", i, j, ev)
 			}
 		}
-		if want := []string{"g-0", "g-1", "g-3", "g-4"}; !slices.Equal(got, want) || len(g.GetTraceparents()) != len(want) {
-			t.Errorf("group holds %v (%d traceparents), want %v", got, len(g.GetTraceparents()), want)
+		if !slices.Equal(got, w.ids) || len(g.GetTraceparents()) != len(w.ids) {
+			t.Errorf("message %d holds %v (%d traceparents), want %v", i, got, len(g.GetTraceparents()), w.ids)
 		}
-		if m.Header.Get(bus.HeaderEvents) != "4" || m.Header.Get(bus.HeaderMsgID) != bus.EventsMsgID(tenantID, got) ||
-			m.Subject != bus.EventSubject(tenantID, "") {
-			t.Errorf("group message: subject %s, headers %v", m.Subject, m.Header)
+		if m.Header.Get(bus.HeaderEvents) != strconv.Itoa(len(w.ids)) || m.Header.Get(bus.HeaderMsgID) != bus.EventsMsgID(tenantID, got) {
+			t.Errorf("message %d: headers %v", i, m.Header)
 		}
 	}
-	if want := []string{"g-2", "g-5"}; !slices.Equal(keyed, want) {
-		t.Errorf("keyed messages %v, want %v", keyed, want)
+}
+
+// streamEvents returns the events of msgs in stream order, groups taken
+// apart, each checked to be on its subject.
+func streamEvents(t testing.TB, msgs []*jetstream.RawStreamMsg) []*hooklinev1.Event {
+	t.Helper()
+	var out []*hooklinev1.Event
+	for _, m := range msgs {
+		evs := []*hooklinev1.Event{}
+		if m.Header.Get(bus.HeaderEvents) == "" {
+			evs = append(evs, decodeEventMsg(t, m))
+		} else {
+			var g hooklinev1.Events
+			if err := proto.Unmarshal(m.Data, &g); err != nil {
+				t.Fatal(err)
+			}
+			evs = g.GetEvents()
+		}
+		for _, ev := range evs {
+			if want := bus.EventSubject(ev.GetTenantId(), ev.GetOrderingKey()); m.Subject != want {
+				t.Errorf("event %s on %s, want %s", ev.GetId(), m.Subject, want)
+			}
+		}
+		out = append(out, evs...)
 	}
+	return out
 }
 
 // TestSinglesPublishedTogether: keyless single events published together
@@ -609,14 +668,23 @@ func TestBatch(t *testing.T) {
 			}
 		}
 	}
-	// Per ordering key, the stream holds the items in order.
+	// Per ordering key, the stream holds the items in order: the 17 events,
+	// one group per key partition; item 9, a duplicate of item 0 in the
+	// same batch, published no copy of it.
 	msgs := b.eventMsgs(t)
-	if len(msgs) != 17 {
-		t.Fatalf("%d stream messages, want 17", len(msgs))
+	wantMsgs := 2
+	if bus.EventSubject(tenantID, "k0") == bus.EventSubject(tenantID, "k1") {
+		wantMsgs = 1
+	}
+	if len(msgs) != wantMsgs {
+		t.Fatalf("%d stream messages, want %d", len(msgs), wantMsgs)
+	}
+	evs := streamEvents(t, msgs)
+	if len(evs) != 17 {
+		t.Fatalf("%d events in the stream, want 17", len(evs))
 	}
 	last := map[string]string{}
-	for _, m := range msgs {
-		ev := decodeEventMsg(t, m)
+	for _, ev := range evs {
 		if prev := last[ev.GetOrderingKey()]; prev >= ev.GetId() {
 			t.Errorf("key %s: %s after %s", ev.GetOrderingKey(), ev.GetId(), prev)
 		}
@@ -919,10 +987,9 @@ func TestIntakeOrderPerKey(t *testing.T) {
 	case <-b.js.PublishAsyncComplete():
 	case <-ctx.Done():
 	}
-	eventually(t, "all events", func() bool { return b.streamMsgs(t) == n })
+	eventually(t, "all events", func() bool { return len(streamEvents(t, b.eventMsgs(t))) == n })
 	last := map[string]string{}
-	for _, m := range b.eventMsgs(t) {
-		ev := decodeEventMsg(t, m)
+	for _, ev := range streamEvents(t, b.eventMsgs(t)) {
 		if prev := last[ev.GetOrderingKey()]; prev >= ev.GetId() {
 			t.Errorf("key %s: %s after %s", ev.GetOrderingKey(), ev.GetId(), prev)
 		}

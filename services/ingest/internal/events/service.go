@@ -62,8 +62,8 @@ type Service struct {
 	// singles inserts single events, those of concurrent requests in one
 	// statement.
 	singles *store.Coalescer[*item]
-	// publishes publishes the keyless single events of concurrent
-	// requests together (one Events message per tenant).
+	// publishes publishes the single events of concurrent requests
+	// together (one Events message per subject).
 	publishes *store.Coalescer[published]
 	// outbox deletes the outbox rows of acknowledged events.
 	outbox *outbox
@@ -256,11 +256,17 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 	// copy of an event published before must keep its own Nats-Msg-Id, so
 	// that JetStream drops it.
 	var fresh []bool
+	// sameAs maps an item that duplicates an event inserted by this very
+	// call (a batch naming one id twice) to that event: its publish is the
+	// item's, and no copy goes.
+	sameAs := map[*item]int{}
+	inserted := map[[2]string]int{}
 	for _, it := range items {
 		if out[it.idx].err != nil {
 			continue
 		}
 		if it.inserted {
+			inserted[[2]string{it.in.TenantID, it.id}] = len(events)
 			toPublish = append(toPublish, it)
 			pubCtx = append(pubCtx, spanCtx[it.idx])
 			fresh = append(fresh, true)
@@ -278,6 +284,10 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 		}
 		e := it.existing
 		out[it.idx].res = Result{ID: e.id, Type: e.typ, AcceptedAt: e.acceptedAt, Duplicate: true}
+		if i, ok := inserted[[2]string{it.in.TenantID, e.id}]; ok {
+			sameAs[it] = i
+			continue
+		}
 		if !e.published {
 			// The first request may still be publishing, or may have failed:
 			// a 202 must mean durable, so publish it too; JetStream drops the
@@ -292,8 +302,8 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 		return out
 	}
 	var errs []error
-	if len(events) == 1 && fresh[0] && events[0].GetOrderingKey() == "" {
-		// A keyless single event goes with those of concurrent requests.
+	if len(events) == 1 && fresh[0] {
+		// A single event goes with those of concurrent requests.
 		errs = []error{s.publishes.Do(ctx, published{ev: events[0], trace: pubCtx[0]})}
 	} else {
 		errs = s.publish(ctx, events, pubCtx, fresh)
@@ -305,6 +315,11 @@ func (s *Service) acceptAll(ctx context.Context, ins []Input) []outcome {
 			continue
 		}
 		done = append(done, events[i])
+	}
+	for it, i := range sameAs {
+		if errs[i] != nil {
+			out[it.idx] = outcome{err: unavailable("the event bus is unreachable", errs[i])}
+		}
 	}
 	// The answer need not wait for the outbox rows to go: the events are
 	// durable in JetStream, and a row that outlives a crash only makes the
@@ -679,18 +694,20 @@ func (s *Service) insertBatch(ctx context.Context, items []*item) error {
 	return nil
 }
 
-// Keyless events of one tenant are published together: at most
+// The events of one subject (a tenant's keyless events, or its keyed events
+// of one key partition: [bus.EventSubject]) are published together: at most
 // groupMaxEvents events and groupMaxBytes of their data in one message
 // (hooklinev1.Events), which fan-out takes apart. One JetStream message,
-// stored, delivered and acknowledged, then serves a whole batch request.
+// stored, delivered and acknowledged, then serves many events of a batch
+// request.
 const (
 	groupMaxEvents = 100
 	groupMaxBytes  = 256 << 10
 )
 
 // publish sends every event to HOOKLINE_EVENTS without waiting in between
-// (keyed ones in input order; keyless ones with grouped[i] set grouped per
-// tenant, the others alone), then waits for all acknowledgements. errs[i]
+// (those with grouped[i] set grouped per subject, in input order; the
+// others alone), then waits for all acknowledgements. errs[i]
 // is events[i]'s. Each event carries the trace context of traceCtx[i] (of
 // ctx when traceCtx is nil).
 func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, traceCtx []context.Context, grouped []bool) []error {
@@ -722,19 +739,22 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 		}
 		futures = append(futures, sent{f: f, idx: idx})
 	}
-	// Keyed events go one by one, in input order; keyless ones to group
-	// wait for their tenant's group.
+	// Events with grouped[i] set are grouped per subject (a tenant's
+	// keyless events; its keyed events of one key partition), in input
+	// order; the others go alone, each under its own Nats-Msg-Id, ahead of
+	// their subject's groups: such a copy is of an event accepted earlier
+	// than any event grouped here.
 	var (
-		groups  = map[string][]int{}
-		tenants []string
+		groups   = map[string][]int{}
+		subjects []string
 	)
 	for i, ev := range events {
-		if ev.GetOrderingKey() == "" && grouped != nil && grouped[i] {
-			t := ev.GetTenantId()
-			if _, ok := groups[t]; !ok {
-				tenants = append(tenants, t)
+		if grouped != nil && grouped[i] {
+			subj := bus.EventSubject(ev.GetTenantId(), ev.GetOrderingKey())
+			if _, ok := groups[subj]; !ok {
+				subjects = append(subjects, subj)
 			}
-			groups[t] = append(groups[t], i)
+			groups[subj] = append(groups[subj], i)
 			continue
 		}
 		msg, err := eventMsg(ev, traceOf(i))
@@ -744,8 +764,8 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 		}
 		send(msg, i)
 	}
-	for _, t := range tenants {
-		for _, idx := range chunkEvents(events, groups[t]) {
+	for _, subj := range subjects {
+		for _, idx := range chunkEvents(events, groups[subj]) {
 			var (
 				msg *nats.Msg
 				err error
@@ -753,7 +773,7 @@ func (s *Service) publish(ctx context.Context, events []*hooklinev1.Event, trace
 			if len(idx) == 1 {
 				msg, err = eventMsg(events[idx[0]], traceOf(idx[0]))
 			} else {
-				msg, err = eventsMsg(t, events, idx, traceOf)
+				msg, err = eventsMsg(subj, events, idx, traceOf)
 			}
 			if err != nil {
 				for _, i := range idx {
@@ -799,9 +819,9 @@ func eventMsg(ev *hooklinev1.Event, traceCtx context.Context) (*nats.Msg, error)
 	return msg, nil
 }
 
-// eventsMsg is the message of tenant's keyless events at idx, each with
-// its trace context.
-func eventsMsg(tenant string, events []*hooklinev1.Event, idx []int, traceOf func(int) context.Context) (*nats.Msg, error) {
+// eventsMsg is the message of the events at idx, all of one tenant and
+// subject, each with its trace context.
+func eventsMsg(subject string, events []*hooklinev1.Event, idx []int, traceOf func(int) context.Context) (*nats.Msg, error) {
 	g := &hooklinev1.Events{
 		Events:       make([]*hooklinev1.Event, len(idx)),
 		Traceparents: make([]string, len(idx)),
@@ -816,8 +836,8 @@ func eventsMsg(tenant string, events []*hooklinev1.Event, idx []int, traceOf fun
 	if err != nil {
 		return nil, fmt.Errorf("encode %d events: %w", len(idx), err)
 	}
-	msg := &nats.Msg{Subject: bus.EventSubject(tenant, ""), Header: nats.Header{}, Data: data}
-	msg.Header.Set(bus.HeaderMsgID, bus.EventsMsgID(tenant, eventIDs))
+	msg := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: data}
+	msg.Header.Set(bus.HeaderMsgID, bus.EventsMsgID(events[idx[0]].GetTenantId(), eventIDs))
 	msg.Header.Set(bus.HeaderEvents, strconv.Itoa(len(idx)))
 	return msg, nil
 }
