@@ -156,6 +156,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		ln.Wait(5 * time.Second)
 		keyed.Wait(5 * time.Second)
 	}
+	h.Close()
 	stopCache()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/keylane"
 	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/workpool"
 )
 
 // InProgressEvery is how often a delivery being worked on (waiting for a slot
@@ -36,7 +37,7 @@ type Runner struct {
 	log    *slog.Logger
 	wg     sync.WaitGroup
 	// workers run the handlers of deliveries, ordered or not.
-	workers *workers
+	workers *workpool.Pool
 
 	// stopWaiting ends waits for a slot: a delivery not yet started when
 	// the dispatcher stops is handed back at once.
@@ -47,7 +48,7 @@ type Runner struct {
 // NewRunner returns a Runner; head finds the head of a delivery subject.
 func NewRunner(h *Handler, limits *Limits, head keylane.HeadFunc, log *slog.Logger) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Runner{h: h, limits: limits, log: log, stopWaiting: ctx, stop: cancel, workers: newWorkers(workerIdle)}
+	r := &Runner{h: h, limits: limits, log: log, stopWaiting: ctx, stop: cancel, workers: workpool.New(workerIdle)}
 	r.lanes = keylane.New(head, r.workOrdered, log)
 	r.lanes.Disconnects = natsconn.Disconnects
 	return r

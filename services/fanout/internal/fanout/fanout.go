@@ -30,6 +30,7 @@ import (
 	"github.com/hookline/hookline/pkg/ids"
 	"github.com/hookline/hookline/pkg/metrics"
 	"github.com/hookline/hookline/pkg/telemetry"
+	"github.com/hookline/hookline/pkg/workpool"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
 
@@ -64,6 +65,9 @@ type Handler struct {
 	// circuit is not closed as their deliveries rows instead of publishing
 	// them.
 	Circuits *OpenCircuits
+	// workers run the fan-out of the events of a group, and of a keyed
+	// event, on goroutines whose stacks have grown already.
+	workers *workpool.Pool
 }
 
 // NewHandler returns a Handler writing to db and publishing through js.
@@ -71,7 +75,23 @@ func NewHandler(db Execer, js jetstream.JetStream, m Matcher, log *slog.Logger) 
 	h := &Handler{db: db, js: js, match: m, log: log, tracer: otel.Tracer("github.com/hookline/hookline/services/fanout"),
 		Metrics: metrics.New("hookline-fanout")}
 	h.rows = newRowWriter(db, rowWriters, maxRows)
+	h.workers = workpool.New(workerIdle)
 	return h
+}
+
+// workerIdle is how long a worker goroutine waits for the next event
+// before it ends.
+const workerIdle = 10 * time.Second
+
+// Close ends the worker goroutines once their work is done. Call it after
+// the last event was handled.
+func (h *Handler) Close() { h.workers.Close() }
+
+// onWorker runs f on a worker and waits for it.
+func (h *Handler) onWorker(f func() error) error {
+	done := make(chan error, 1)
+	h.workers.Go(func() { done <- f() })
+	return <-done
 }
 
 // Deliveries rows: statements in flight at once, and the most rows one
@@ -179,7 +199,11 @@ func (h *Handler) handleGroup(ctx context.Context, msg jetstream.Msg) {
 		if !ok {
 			continue
 		}
-		wg.Go(func() { errs[i] = h.process(ectx, ev, seq) })
+		wg.Add(1)
+		h.workers.Go(func() {
+			defer wg.Done()
+			errs[i] = h.process(ectx, ev, seq)
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -207,7 +231,7 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	h.retryInPlace(ctx, msg, h.eventLog(ev), func() error {
-		return h.Process(ctx, msg.Headers(), ev, seq)
+		return h.onWorker(func() error { return h.Process(ctx, msg.Headers(), ev, seq) })
 	})
 }
 
@@ -253,7 +277,9 @@ func (h *Handler) handleOrderedGroup(ctx context.Context, msg jetstream.Msg) {
 			if next[c] == len(chain) {
 				continue
 			}
-			wg.Go(func() {
+			wg.Add(1)
+			h.workers.Go(func() {
+				defer wg.Done()
 				for ; next[c] < len(chain); next[c]++ {
 					if err := h.process(chain[next[c]].ctx, chain[next[c]].ev, seq); err != nil {
 						errs[c] = err

@@ -1,4 +1,4 @@
-package dispatch
+package workpool
 
 import (
 	"sync"
@@ -7,12 +7,12 @@ import (
 	"time"
 )
 
-// TestWorkersRunEverythingWithoutWaiting runs more functions at once than
+// TestPoolRunEverythingWithoutWaiting runs more functions at once than
 // there are idle workers (each blocks until all have started: none may wait
 // for another to finish), then reuses the workers, and Close ends them all.
-func TestWorkersRunEverythingWithoutWaiting(t *testing.T) {
+func TestPoolRunEverythingWithoutWaiting(t *testing.T) {
 	t.Parallel()
-	w := newWorkers(time.Minute)
+	w := New(time.Minute)
 	const n = 50
 	for round := range 3 {
 		var started, done sync.WaitGroup
@@ -38,10 +38,10 @@ func TestWorkersRunEverythingWithoutWaiting(t *testing.T) {
 	w.Close()
 }
 
-// TestWorkersEndWhenIdle: a worker without work ends by itself.
-func TestWorkersEndWhenIdle(t *testing.T) {
+// TestPoolEndWhenIdle: a worker without work ends by itself.
+func TestPoolEndWhenIdle(t *testing.T) {
 	t.Parallel()
-	w := newWorkers(time.Millisecond)
+	w := New(time.Millisecond)
 	ran := make(chan struct{})
 	w.Go(func() { close(ran) })
 	<-ran
