@@ -47,7 +47,7 @@ func TestWriterStoresGroupedOutcomes(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if err := b.Publish(ctx, outcomeOf(i), ""); err != nil {
+			if err := b.Publish(ctx, outcomeOf(i), "", false); err != nil {
 				t.Error(err)
 			}
 		})

@@ -102,9 +102,11 @@ type Handler struct {
 }
 
 // OutcomePublisher publishes an attempt's outcome and returns once JetStream
-// acknowledged it; *outcomes.Batcher implements it.
+// acknowledged it; *outcomes.Batcher implements it. urgent says that
+// another delivery waits for this one's acknowledgement (a key's next
+// head): it must not linger for others to join.
 type OutcomePublisher interface {
-	Publish(ctx context.Context, o *hooklinev1.AttemptOutcome, traceparent string) error
+	Publish(ctx context.Context, o *hooklinev1.AttemptOutcome, traceparent string, urgent bool) error
 }
 
 // NewHandler returns a Handler; every field must be set.
@@ -555,7 +557,7 @@ func (h *Handler) handle(ctx context.Context, msg jetstream.Msg, d *hooklinev1.D
 			return
 		}
 	}
-	h.settle(ctx, msg, log, v.outcome, v.dl)
+	h.settle(ctx, msg, log, v.outcome, v.dl, false)
 	v.log(ctx, log)
 }
 
@@ -638,18 +640,18 @@ func (h *Handler) handleOrdered(ctx context.Context, msg jetstream.Msg, d *hookl
 			keylane.LeaveClear(msg)
 		}
 	}
-	h.settle(ctx, msg, log, v.outcome, v.dl)
+	h.settle(ctx, msg, log, v.outcome, v.dl, true)
 	v.log(ctx, log)
 }
 
 // publish publishes an attempt's outcome and dead letter (either may be nil)
 // and waits for JetStream's acknowledgements.
-func (h *Handler) publish(ctx context.Context, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter) error {
+func (h *Handler) publish(ctx context.Context, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter, urgent bool) error {
 	var msgs []*nats.Msg
 	if o != nil && h.Outcomes != nil {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 		defer cancel()
-		if err := h.Outcomes.Publish(pctx, o, telemetry.Traceparent(ctx)); err != nil {
+		if err := h.Outcomes.Publish(pctx, o, telemetry.Traceparent(ctx), urgent); err != nil {
 			return err
 		}
 		o = nil
@@ -682,9 +684,10 @@ func (h *Handler) publish(ctx context.Context, o *hooklinev1.AttemptOutcome, dl 
 }
 
 // settle publishes the attempt's outcome (and dead letter) and, once both
-// are acknowledged by JetStream, acknowledges msg.
-func (h *Handler) settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter) {
-	if err := h.publish(ctx, o, dl); err != nil {
+// are acknowledged by JetStream, acknowledges msg. ordered says that msg
+// is a key's head: the key's next delivery waits for this acknowledgement.
+func (h *Handler) settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, o *hooklinev1.AttemptOutcome, dl *hooklinev1.DeadLetter, ordered bool) {
+	if err := h.publish(ctx, o, dl, ordered); err != nil {
 		log.WarnContext(ctx, "publish attempt outcome, will retry", "err", err)
 		_ = msg.NakWithDelay(FailedDelay)
 		return

@@ -158,7 +158,7 @@ func (dr *Drainer) deliver(ctx context.Context, k parking.Key, item *parking.Ite
 		dr.release(db, k, time.Now(), log)
 		return false
 	}
-	if err := dr.h.publish(ctx, v.outcome, v.dl); err != nil {
+	if err := dr.h.publish(ctx, v.outcome, v.dl, true); err != nil {
 		log.WarnContext(ctx, "publish attempt outcome, will retry", "err", err)
 		dr.release(db, k, time.Now().Add(FailedDelay), log)
 		return false

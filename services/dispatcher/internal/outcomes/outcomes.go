@@ -3,7 +3,11 @@
 // together, as one hooklinev1.AttemptOutcomes message on
 // [bus.AttemptBatchSubject], so that a busy dispatcher stores, delivers and
 // acknowledges one message per group instead of one per attempt. A lone
-// caller waits for nothing: its outcome goes at once, in a group of one.
+// caller waits at most the linger (5 ms by default) for others to join its
+// group, and an urgent one (a key's head, whose successor waits for it)
+// for nothing. The linger costs a delivery's acknowledgement a few
+// milliseconds, never its webhook: the attempt is over. At a moderate rate
+// it turns a message per attempt into one per few milliseconds.
 //
 // A caller's Publish returns only once JetStream acknowledged the message
 // holding its outcome, so a delivery is still acknowledged only after its
@@ -36,6 +40,7 @@ const (
 	DefaultMaxOutcomes = 256
 	DefaultMaxBytes    = 256 << 10
 	DefaultInFlight    = 4
+	DefaultLinger      = 5 * time.Millisecond
 	publishTimeout     = 10 * time.Second
 )
 
@@ -50,17 +55,25 @@ type Batcher struct {
 	maxBytes    int
 	inFlight    int
 	timeout     time.Duration
+	// Linger is how long a group that is not full waits for more outcomes
+	// once none is queued; 0 waits for nothing. Set it before Start.
+	Linger time.Duration
 
-	reqs   chan *request
-	mu     sync.RWMutex
-	closed bool
-	wg     sync.WaitGroup
+	reqs chan *request
+	// collecting is held by the goroutine gathering the next group, so
+	// that groups are gathered one at a time (and published up to
+	// inFlight at a time).
+	collecting sync.Mutex
+	mu         sync.RWMutex
+	closed     bool
+	wg         sync.WaitGroup
 }
 
 type request struct {
 	outcome     *hooklinev1.AttemptOutcome
 	traceparent string
 	size        int
+	urgent      bool
 	done        chan error
 }
 
@@ -72,6 +85,7 @@ func New(js AsyncPublisher) *Batcher {
 		maxBytes:    DefaultMaxBytes,
 		inFlight:    DefaultInFlight,
 		timeout:     publishTimeout,
+		Linger:      DefaultLinger,
 		reqs:        make(chan *request, 4096),
 	}
 }
@@ -98,9 +112,10 @@ func (b *Batcher) Close() {
 // Publish hands o in and waits until JetStream acknowledged the message that
 // holds it, or ctx ends (then the outcome may still be published: writing it
 // to the attempt log again changes nothing). traceparent is the W3C trace
-// context of the attempt, or "".
-func (b *Batcher) Publish(ctx context.Context, o *hooklinev1.AttemptOutcome, traceparent string) error {
-	r := &request{outcome: o, traceparent: traceparent, size: proto.Size(o) + len(traceparent) + 8, done: make(chan error, 1)}
+// context of the attempt, or "". An urgent outcome ends the linger of its
+// group: its group goes as soon as it is gathered.
+func (b *Batcher) Publish(ctx context.Context, o *hooklinev1.AttemptOutcome, traceparent string, urgent bool) error {
+	r := &request{outcome: o, traceparent: traceparent, size: proto.Size(o) + len(traceparent) + 8, urgent: urgent, done: make(chan error, 1)}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -122,49 +137,82 @@ func (b *Batcher) Publish(ctx context.Context, o *hooklinev1.AttemptOutcome, tra
 }
 
 // run publishes groups until the request channel is closed and drained: it
-// waits for one request, takes whatever else is queued (up to the limits),
-// publishes them as one message and waits for its acknowledgement.
+// gathers a group (see gather) and publishes it as one message, waiting for
+// its acknowledgement while another goroutine gathers the next.
 func (b *Batcher) run() {
-	var group []*request
-	var carry *request
+	var (
+		group []*request
+		carry *request
+		ok    bool
+	)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
-		group = group[:0]
-		if carry != nil {
-			group, carry = append(group, carry), nil
-		} else {
-			r, ok := <-b.reqs
-			if !ok {
-				return
-			}
-			group = append(group, r)
-		}
-		size := group[0].size
-	take:
-		for len(group) < b.maxOutcomes {
-			select {
-			case r, ok := <-b.reqs:
-				if !ok {
-					break take
-				}
-				if size+r.size > b.maxBytes {
-					carry = r
-					break take
-				}
-				group = append(group, r)
-				size += r.size
-			default:
-				break take
+		b.collecting.Lock()
+		group, carry, ok = b.gather(group[:0], carry, linger)
+		b.collecting.Unlock()
+		if len(group) > 0 {
+			err := b.publish(group)
+			for _, r := range group {
+				r.done <- err
 			}
 		}
-		err := b.publish(group)
-		for _, r := range group {
-			r.done <- err
+		if !ok {
+			return
 		}
-		if carry == nil {
-			continue
-		}
-		// A request that did not fit starts the next group at once.
 	}
+}
+
+// gather waits for one request (or starts with carry), then takes what
+// else is queued, up to the limits; when the queue runs dry first, it
+// waits up to the linger for more, unless a request in the group is
+// urgent. It returns the group, the request that did not fit (to start the
+// next group) and false once the channel is closed and drained.
+func (b *Batcher) gather(group []*request, carry *request, linger *time.Timer) ([]*request, *request, bool) {
+	if carry != nil {
+		group = append(group, carry)
+	} else {
+		r, ok := <-b.reqs
+		if !ok {
+			return group, nil, false
+		}
+		group = append(group, r)
+	}
+	size, urgent := group[0].size, group[0].urgent
+	var deadline <-chan time.Time
+	defer linger.Stop()
+	for len(group) < b.maxOutcomes {
+		var (
+			r  *request
+			ok bool
+		)
+		select {
+		case r, ok = <-b.reqs:
+		default:
+			if urgent || b.Linger <= 0 {
+				return group, nil, true
+			}
+			if deadline == nil {
+				linger.Reset(b.Linger)
+				deadline = linger.C
+			}
+			select {
+			case r, ok = <-b.reqs:
+			case <-deadline:
+				return group, nil, true
+			}
+		}
+		if !ok {
+			return group, nil, false
+		}
+		if size+r.size > b.maxBytes {
+			return group, r, true
+		}
+		group = append(group, r)
+		size += r.size
+		urgent = urgent || r.urgent
+	}
+	return group, nil, true
 }
 
 // publish sends group as one message and waits for its acknowledgement.

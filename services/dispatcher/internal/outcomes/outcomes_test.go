@@ -78,7 +78,7 @@ func TestConcurrentOutcomesShareMessages(t *testing.T) {
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			errs <- b.Publish(t.Context(), outcome(i), fmt.Sprintf("00-%032x-%016x-01", i+1, i+1))
+			errs <- b.Publish(t.Context(), outcome(i), fmt.Sprintf("00-%032x-%016x-01", i+1, i+1), false)
 		})
 	}
 	wg.Wait()
@@ -106,14 +106,16 @@ func TestConcurrentOutcomesShareMessages(t *testing.T) {
 	t.Logf("%d outcomes in %d messages", n, msgs)
 }
 
-func TestLoneOutcomeGoesAtOnce(t *testing.T) {
+// TestLoneOutcomeGoesAlone: a lone outcome goes after the linger, in a
+// group of one.
+func TestLoneOutcomeGoesAlone(t *testing.T) {
 	js := setup(t)
 	b := outcomes.New(js)
 	b.Start()
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if err := b.Publish(ctx, outcome(1), ""); err != nil {
+	if err := b.Publish(ctx, outcome(1), "", false); err != nil {
 		t.Fatal(err)
 	}
 	if got, msgs := stored(t, js); len(got) != 1 || msgs != 1 {
@@ -132,7 +134,7 @@ func TestLargeOutcomesSplitByBytes(t *testing.T) {
 		wg.Go(func() {
 			o := outcome(i)
 			o.ResponseBody = body
-			if err := b.Publish(t.Context(), o, ""); err != nil {
+			if err := b.Publish(t.Context(), o, "", false); err != nil {
 				t.Error(err)
 			}
 		})
@@ -152,7 +154,7 @@ func TestPublishAfterClose(t *testing.T) {
 	b := outcomes.New(setup(t))
 	b.Start()
 	b.Close()
-	if err := b.Publish(t.Context(), outcome(1), ""); !errors.Is(err, outcomes.ErrClosed) {
+	if err := b.Publish(t.Context(), outcome(1), "", false); !errors.Is(err, outcomes.ErrClosed) {
 		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
 	}
 }
@@ -167,7 +169,56 @@ func TestNoAckIsAnError(t *testing.T) {
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
-	if err := b.Publish(ctx, outcome(1), ""); err == nil {
+	if err := b.Publish(ctx, outcome(1), "", false); err == nil {
 		t.Fatal("Publish without a stream to take the message succeeded")
+	}
+}
+
+// TestLingerEndsWithUrgentOutcome: an outcome waits up to the linger for
+// others to join its group, and an urgent one ends the wait: with an hour's
+// linger, a lingering outcome and an urgent one that follows it go
+// together, at once (without the urgent flag the test would time out).
+func TestLingerEndsWithUrgentOutcome(t *testing.T) {
+	js := setup(t)
+	b := outcomes.New(js)
+	b.Linger = time.Hour
+	b.Start()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	lingering := make(chan error, 1)
+	go func() { lingering <- b.Publish(ctx, outcome(1), "", false) }()
+	time.Sleep(100 * time.Millisecond) // let it be gathered first
+	if err := b.Publish(ctx, outcome(2), "", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-lingering; err != nil {
+		t.Fatal(err)
+	}
+	if got, msgs := stored(t, js); len(got) != 2 || msgs != 1 {
+		t.Fatalf("%d outcomes in %d messages, want 2 in 1", len(got), msgs)
+	}
+}
+
+// TestLingerGathersSequentialOutcomes: outcomes handed in one after
+// another within the linger share a message.
+func TestLingerGathersSequentialOutcomes(t *testing.T) {
+	js := setup(t)
+	b := outcomes.New(js)
+	b.Linger = 2 * time.Second
+	b.Start()
+	defer b.Close()
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Go(func() {
+			if err := b.Publish(t.Context(), outcome(i), "", false); err != nil {
+				t.Error(err)
+			}
+		})
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	if got, msgs := stored(t, js); len(got) != 5 || msgs != 1 {
+		t.Fatalf("%d outcomes in %d messages, want 5 in 1", len(got), msgs)
 	}
 }
