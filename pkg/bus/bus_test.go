@@ -1,6 +1,9 @@
 package bus
 
-import "testing"
+import (
+	"strconv"
+	"testing"
+)
 
 func TestKeyToken(t *testing.T) {
 	t.Parallel()
@@ -42,5 +45,29 @@ func TestVersionAtLeast(t *testing.T) {
 		if got := versionAtLeast(tc.have, MinServerVersion); got != tc.want {
 			t.Errorf("versionAtLeast(%q) = %v", tc.have, got)
 		}
+	}
+}
+
+// TestEventSubjectPartitions: keyed events of a tenant are spread over
+// KeyPartitions subjects, a key always on the same one, none of them the
+// keyless subject or a key token's.
+func TestEventSubjectPartitions(t *testing.T) {
+	seen := map[string]bool{}
+	for i := range 10_000 {
+		key := "key-" + strconv.Itoa(i)
+		subj := EventSubject("acme", key)
+		if subj != EventSubject("acme", key) {
+			t.Fatalf("key %s: subject not stable", key)
+		}
+		if subj == EventSubject("acme", "") || subj == eventsPrefix+"acme."+KeyToken(key) {
+			t.Fatalf("key %s on %s", key, subj)
+		}
+		seen[subj] = true
+	}
+	if len(seen) != KeyPartitions {
+		t.Errorf("%d subjects, want %d", len(seen), KeyPartitions)
+	}
+	if got, want := EventSubject("acme", ""), "hookline.events.acme._"; got != want {
+		t.Errorf("keyless subject %s, want %s", got, want)
 	}
 }
