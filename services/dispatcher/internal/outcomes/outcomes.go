@@ -62,8 +62,12 @@ type Batcher struct {
 	reqs chan *request
 	// collecting is held by the goroutine gathering the next group, so
 	// that groups are gathered one at a time (and published up to
-	// inFlight at a time).
+	// inFlight at a time). It guards carry: the request that did not fit
+	// in the last group, which starts the next one, whichever goroutine
+	// gathers it (a goroutine that kept it for itself could wait for the
+	// lock forever while another, holding it, waits for a request).
 	collecting sync.Mutex
+	carry      *request
 	mu         sync.RWMutex
 	closed     bool
 	wg         sync.WaitGroup
@@ -140,16 +144,13 @@ func (b *Batcher) Publish(ctx context.Context, o *hooklinev1.AttemptOutcome, tra
 // gathers a group (see gather) and publishes it as one message, waiting for
 // its acknowledgement while another goroutine gathers the next.
 func (b *Batcher) run() {
-	var (
-		group []*request
-		carry *request
-		ok    bool
-	)
+	var group []*request
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for {
 		b.collecting.Lock()
-		group, carry, ok = b.gather(group[:0], carry, linger)
+		var ok bool
+		group, ok = b.gather(group[:0], linger)
 		b.collecting.Unlock()
 		if len(group) > 0 {
 			err := b.publish(group)
@@ -163,18 +164,18 @@ func (b *Batcher) run() {
 	}
 }
 
-// gather waits for one request (or starts with carry), then takes what
-// else is queued, up to the limits; when the queue runs dry first, it
-// waits up to the linger for more, unless a request in the group is
-// urgent. It returns the group, the request that did not fit (to start the
-// next group) and false once the channel is closed and drained.
-func (b *Batcher) gather(group []*request, carry *request, linger *time.Timer) ([]*request, *request, bool) {
-	if carry != nil {
-		group = append(group, carry)
+// gather, called with b.collecting held, starts a group with b.carry or
+// waits for a request, then takes what else is queued, up to the limits
+// (a request that does not fit becomes b.carry); when the queue runs dry
+// first, it waits up to the linger for more, unless a request in the group
+// is urgent. It returns false once the channel is closed and drained.
+func (b *Batcher) gather(group []*request, linger *time.Timer) ([]*request, bool) {
+	if b.carry != nil {
+		group, b.carry = append(group, b.carry), nil
 	} else {
 		r, ok := <-b.reqs
 		if !ok {
-			return group, nil, false
+			return group, false
 		}
 		group = append(group, r)
 	}
@@ -190,7 +191,7 @@ func (b *Batcher) gather(group []*request, carry *request, linger *time.Timer) (
 		case r, ok = <-b.reqs:
 		default:
 			if urgent || b.Linger <= 0 {
-				return group, nil, true
+				return group, true
 			}
 			if deadline == nil {
 				linger.Reset(b.Linger)
@@ -199,20 +200,21 @@ func (b *Batcher) gather(group []*request, carry *request, linger *time.Timer) (
 			select {
 			case r, ok = <-b.reqs:
 			case <-deadline:
-				return group, nil, true
+				return group, true
 			}
 		}
 		if !ok {
-			return group, nil, false
+			return group, false
 		}
 		if size+r.size > b.maxBytes {
-			return group, r, true
+			b.carry = r
+			return group, true
 		}
 		group = append(group, r)
 		size += r.size
 		urgent = urgent || r.urgent
 	}
-	return group, nil, true
+	return group, true
 }
 
 // publish sends group as one message and waits for its acknowledgement.
