@@ -28,10 +28,9 @@ func (b *bundle) publishKeyed(t *testing.T, id, key string, n int) {
 // per ordering key, their ids ascend.
 func (b *bundle) checkEventOrder(t *testing.T, want int) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%d events published", want), func() bool { return b.streamMsgs(t) == uint64(want) })
+	eventually(t, fmt.Sprintf("%d events published", want), func() bool { return len(streamEvents(t, b.eventMsgs(t))) == want })
 	last := map[string]string{}
-	for _, m := range b.eventMsgs(t) {
-		ev := decodeEventMsg(t, m)
+	for _, ev := range streamEvents(t, b.eventMsgs(t)) {
 		if prev := last[ev.GetOrderingKey()]; prev >= ev.GetId() {
 			t.Errorf("key %s: %s after %s", ev.GetOrderingKey(), ev.GetId(), prev)
 		}

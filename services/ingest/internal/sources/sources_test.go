@@ -169,12 +169,25 @@ func (b *bundle) streamEvent(t *testing.T, id string) *hooklinev1.Event {
 		if err != nil {
 			continue
 		}
-		var ev hooklinev1.Event
-		if err := proto.Unmarshal(m.Data, &ev); err != nil {
-			t.Fatal(err)
+		// Events accepted together travel as one message (bus.HeaderEvents).
+		var evs []*hooklinev1.Event
+		if m.Header.Get(bus.HeaderEvents) != "" {
+			var g hooklinev1.Events
+			if err := proto.Unmarshal(m.Data, &g); err != nil {
+				t.Fatal(err)
+			}
+			evs = g.GetEvents()
+		} else {
+			var ev hooklinev1.Event
+			if err := proto.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+			evs = []*hooklinev1.Event{&ev}
 		}
-		if ev.GetId() == id {
-			return &ev
+		for _, ev := range evs {
+			if ev.GetId() == id {
+				return ev
+			}
 		}
 	}
 	return nil
