@@ -34,7 +34,7 @@ type Ceilings struct {
 // hopsPerDelivery is the JetStream traffic of one delivery at fan-out 1:
 // the delivery (HOOKLINE_DELIVERIES) is published once and consumed and
 // acknowledged once. The event (HOOKLINE_EVENTS) travels grouped with the
-// other keyless events of its batch, and the attempt outcome
+// other events of its subject in its batch, and the attempt outcome
 // (HOOKLINE_ATTEMPTS) with those of concurrent deliveries, so at full load
 // their share is small and left out: the floor stays a floor.
 const hopsPerDelivery = 1

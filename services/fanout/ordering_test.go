@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookline/hookline/pkg/bus"
@@ -30,24 +31,7 @@ func TestKeyOrderAcrossReplicas(t *testing.T) {
 	b.start(t)
 	b.start(t)
 	msgs := b.streamMsgs(t, bus.StreamDeliveries, keys*per)
-	next := map[string]int{}
-	lastSeq := map[string]uint64{}
-	for _, m := range msgs {
-		d := &hooklinev1.Delivery{}
-		if err := proto.Unmarshal(m.Data, d); err != nil {
-			t.Fatal(err)
-		}
-		n, _ := strconv.Atoi(string(d.GetData()))
-		if n != next[d.GetOrderingKey()] {
-			t.Fatalf("key %s: event %d stored after %d", d.GetOrderingKey(), n, next[d.GetOrderingKey()]-1)
-		}
-		next[d.GetOrderingKey()]++
-		seq, err := strconv.ParseUint(m.Header.Get(fanout.HeaderEventSeq), 10, 64)
-		if err != nil || seq <= lastSeq[d.GetOrderingKey()] {
-			t.Errorf("key %s: event seq header %q after %d", d.GetOrderingKey(), m.Header.Get(fanout.HeaderEventSeq), lastSeq[d.GetOrderingKey()])
-		}
-		lastSeq[d.GetOrderingKey()] = seq
-	}
+	checkKeyOrder(t, msgs, false)
 }
 
 // TestKeyOrderOfEventsMessages: keyed events grouped as ingest publishes
@@ -95,6 +79,19 @@ func TestKeyOrderOfEventsMessages(t *testing.T) {
 	b.start(t)
 	b.start(t)
 	msgs := b.streamMsgs(t, bus.StreamDeliveries, total)
+	next := checkKeyOrder(t, msgs, true)
+	if len(next) != keys {
+		t.Errorf("deliveries of %d keys, want %d", len(next), keys)
+	}
+}
+
+// checkKeyOrder fails unless msgs, delivery messages in stream order, hold
+// each key's events in order (an event's data is its number within its
+// key, from 0) and carry their event's stream sequence, rising per key
+// (or not falling, when sharedSeq: several events of a key in one message
+// share it). It returns how many deliveries each key has.
+func checkKeyOrder(t *testing.T, msgs []*jetstream.RawStreamMsg, sharedSeq bool) map[string]int {
+	t.Helper()
 	next := map[string]int{}
 	lastSeq := map[string]uint64{}
 	for _, m := range msgs {
@@ -102,18 +99,17 @@ func TestKeyOrderOfEventsMessages(t *testing.T) {
 		if err := proto.Unmarshal(m.Data, d); err != nil {
 			t.Fatal(err)
 		}
+		key := d.GetOrderingKey()
 		n, _ := strconv.Atoi(string(d.GetData()))
-		if n != next[d.GetOrderingKey()] {
-			t.Fatalf("key %s: event %d stored after %d", d.GetOrderingKey(), n, next[d.GetOrderingKey()]-1)
+		if n != next[key] {
+			t.Fatalf("key %s: event %d stored after %d", key, n, next[key]-1)
 		}
-		next[d.GetOrderingKey()]++
+		next[key]++
 		seq, err := strconv.ParseUint(m.Header.Get(fanout.HeaderEventSeq), 10, 64)
-		if err != nil || seq < lastSeq[d.GetOrderingKey()] {
-			t.Errorf("key %s: event seq header %q after %d", d.GetOrderingKey(), m.Header.Get(fanout.HeaderEventSeq), lastSeq[d.GetOrderingKey()])
+		if err != nil || seq < lastSeq[key] || (seq == lastSeq[key] && !sharedSeq) {
+			t.Errorf("key %s: event seq header %q after %d", key, m.Header.Get(fanout.HeaderEventSeq), lastSeq[key])
 		}
-		lastSeq[d.GetOrderingKey()] = seq
+		lastSeq[key] = seq
 	}
-	if len(next) != keys {
-		t.Errorf("deliveries of %d keys, want %d", len(next), keys)
-	}
+	return next
 }
