@@ -31,24 +31,19 @@ type Ceilings struct {
 	HTTPCPU, JSPublishCPU, JSConsumeCPU float64
 }
 
-// hopsPerDelivery is the JetStream traffic of one delivery at fan-out 1:
-// the delivery (HOOKLINE_DELIVERIES) is published once and consumed and
-// acknowledged once. The event (HOOKLINE_EVENTS) travels grouped with the
-// other events of its subject in its batch, and the attempt outcome
-// (HOOKLINE_ATTEMPTS) with those of concurrent deliveries, so at full load
-// their share is small and left out: the floor stays a floor.
-const hopsPerDelivery = 1
-
 // FloorCPU is the CPU seconds one delivery at fan-out 1 costs in transport
-// alone (one HTTP exchange and hopsPerDelivery JetStream publishes and
-// consumes, at the cost measured in the ceilings), before any work of
-// Hookline's own: no validation, no PostgreSQL, no signing. Zero when a
-// ceiling was not measured.
+// alone: its HTTP exchange, at the cost measured in the ceilings, before
+// any work of Hookline's own: no validation, no PostgreSQL, no signing, no
+// JetStream. At full load every JetStream hop travels grouped (an event with
+// the others of its batch, a delivery with its endpoint's others of that
+// batch, an attempt outcome with those of concurrent attempts), so their
+// share per delivery is small and left out: the floor stays a floor. Zero
+// when the HTTP ceiling was not measured.
 func (c Ceilings) FloorCPU() float64 {
-	if c.HTTPCPU <= 0 || c.JSPublishCPU <= 0 || c.JSConsumeCPU <= 0 {
+	if c.HTTPCPU <= 0 {
 		return 0
 	}
-	return c.HTTPCPU + hopsPerDelivery*(c.JSPublishCPU+c.JSConsumeCPU)
+	return c.HTTPCPU
 }
 
 // selfCPU is this process's CPU time in seconds (user + system).

@@ -51,6 +51,10 @@ const (
 	// several events (hooklinev1.Events) of that subject, in the order they
 	// were accepted; its value is how many.
 	HeaderEvents = "Hookline-Events"
+	// HeaderDeliveries marks a message on a keyless delivery subject that
+	// carries several deliveries to its endpoint (hooklinev1.Deliveries);
+	// its value is how many.
+	HeaderDeliveries = "Hookline-Deliveries"
 )
 
 // NoKey is the key token of events without an ordering key.

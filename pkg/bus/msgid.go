@@ -30,6 +30,27 @@ func DeliveryMsgID(deliveryID string, attempts uint32) string {
 	return "dlv:" + deliveryID + ":" + strconv.FormatUint(uint64(attempts), 10)
 }
 
+// DeliveriesMsgID identifies a message carrying several first deliveries
+// (see [HeaderDeliveries]) by their ids, in order: fan-out publishing the
+// same events again builds the same messages, which are dropped.
+func DeliveriesMsgID(deliveryIDs []string) string {
+	h := sha256.New()
+	for _, id := range deliveryIDs {
+		_, _ = h.Write([]byte(id))
+		_, _ = h.Write([]byte{0})
+	}
+	return "dlg:" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// HandedBackMsgID identifies a delivery of a Deliveries message (stream
+// sequence groupSeq) that the dispatcher publishes again on its own, to be
+// attempted later, before it acknowledges the message. Handing back the same
+// delivery of the same message twice (the message was redelivered) is
+// dropped; the same delivery from another message is not.
+func HandedBackMsgID(deliveryID string, attempts uint32, groupSeq uint64) string {
+	return DeliveryMsgID(deliveryID, attempts) + ":g" + strconv.FormatUint(groupSeq, 10)
+}
+
 // AttemptMsgID identifies an attempt's outcome.
 func AttemptMsgID(deliveryID string, attempt uint32) string {
 	return "att:" + deliveryID + ":" + strconv.FormatUint(uint64(attempt), 10)

@@ -607,6 +607,66 @@ func (x *Events) GetTraceparents() []string {
 	return nil
 }
 
+// Deliveries carries keyless deliveries to one endpoint in one message on
+// hookline.delivery.<tenant>.<endpoint>._, marked by the Hookline-Deliveries
+// header (its value the number of deliveries): fan-out publishes an
+// endpoint's deliveries of the events it fans out together (one Events
+// message) in one message instead of one each. The dispatcher attempts each
+// on its own and acknowledges the message once every one is settled. The
+// traceparent at a delivery's index is the W3C trace context of its fan-out
+// ("" for none).
+type Deliveries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	Traceparents  []string               `protobuf:"bytes,2,rep,name=traceparents,proto3" json:"traceparents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deliveries) Reset() {
+	*x = Deliveries{}
+	mi := &file_hookline_v1_bus_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deliveries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deliveries) ProtoMessage() {}
+
+func (x *Deliveries) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_bus_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deliveries.ProtoReflect.Descriptor instead.
+func (*Deliveries) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Deliveries) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *Deliveries) GetTraceparents() []string {
+	if x != nil {
+		return x.Traceparents
+	}
+	return nil
+}
+
 // DeadLetter is a delivery that will not be attempted again, published by the
 // dispatcher (or by fan-out, for disabled endpoints) on
 // hookline.dead.<tenant>.<endpoint>.
@@ -626,7 +686,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[5]
+	mi := &file_hookline_v1_bus_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +698,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[5]
+	mi := &file_hookline_v1_bus_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +711,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{5}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeadLetter) GetDelivery() *Delivery {
@@ -726,7 +786,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[6]
+	mi := &file_hookline_v1_bus_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +798,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[6]
+	mi := &file_hookline_v1_bus_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +811,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{6}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Endpoint) GetId() string {
@@ -870,7 +930,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_hookline_v1_bus_proto_msgTypes[7]
+	mi := &file_hookline_v1_bus_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +942,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_bus_proto_msgTypes[7]
+	mi := &file_hookline_v1_bus_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +955,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{7}
+	return file_hookline_v1_bus_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Secret) GetValue() string {
@@ -973,6 +1033,12 @@ const file_hookline_v1_bus_proto_rawDesc = "" +
 	"\ftraceparents\x18\x02 \x03(\tR\ftraceparents\"X\n" +
 	"\x06Events\x12*\n" +
 	"\x06events\x18\x01 \x03(\v2\x12.hookline.v1.EventR\x06events\x12\"\n" +
+	"\ftraceparents\x18\x02 \x03(\tR\ftraceparents\"g\n" +
+	"\n" +
+	"Deliveries\x125\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x15.hookline.v1.DeliveryR\n" +
+	"deliveries\x12\"\n" +
 	"\ftraceparents\x18\x02 \x03(\tR\ftraceparents\"\xf1\x01\n" +
 	"\n" +
 	"DeadLetter\x121\n" +
@@ -1029,7 +1095,7 @@ func file_hookline_v1_bus_proto_rawDescGZIP() []byte {
 }
 
 var file_hookline_v1_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hookline_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_hookline_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_hookline_v1_bus_proto_goTypes = []any{
 	(DeliveryStatus)(0),           // 0: hookline.v1.DeliveryStatus
 	(*Event)(nil),                 // 1: hookline.v1.Event
@@ -1037,30 +1103,32 @@ var file_hookline_v1_bus_proto_goTypes = []any{
 	(*AttemptOutcome)(nil),        // 3: hookline.v1.AttemptOutcome
 	(*AttemptOutcomes)(nil),       // 4: hookline.v1.AttemptOutcomes
 	(*Events)(nil),                // 5: hookline.v1.Events
-	(*DeadLetter)(nil),            // 6: hookline.v1.DeadLetter
-	(*Endpoint)(nil),              // 7: hookline.v1.Endpoint
-	(*Secret)(nil),                // 8: hookline.v1.Secret
-	nil,                           // 9: hookline.v1.Endpoint.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*Deliveries)(nil),            // 6: hookline.v1.Deliveries
+	(*DeadLetter)(nil),            // 7: hookline.v1.DeadLetter
+	(*Endpoint)(nil),              // 8: hookline.v1.Endpoint
+	(*Secret)(nil),                // 9: hookline.v1.Secret
+	nil,                           // 10: hookline.v1.Endpoint.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_hookline_v1_bus_proto_depIdxs = []int32{
-	10, // 0: hookline.v1.Event.accepted_at:type_name -> google.protobuf.Timestamp
-	10, // 1: hookline.v1.Delivery.accepted_at:type_name -> google.protobuf.Timestamp
-	10, // 2: hookline.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
-	10, // 3: hookline.v1.AttemptOutcome.started_at:type_name -> google.protobuf.Timestamp
+	11, // 0: hookline.v1.Event.accepted_at:type_name -> google.protobuf.Timestamp
+	11, // 1: hookline.v1.Delivery.accepted_at:type_name -> google.protobuf.Timestamp
+	11, // 2: hookline.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	11, // 3: hookline.v1.AttemptOutcome.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: hookline.v1.AttemptOutcome.status:type_name -> hookline.v1.DeliveryStatus
 	3,  // 5: hookline.v1.AttemptOutcomes.outcomes:type_name -> hookline.v1.AttemptOutcome
 	1,  // 6: hookline.v1.Events.events:type_name -> hookline.v1.Event
-	2,  // 7: hookline.v1.DeadLetter.delivery:type_name -> hookline.v1.Delivery
-	10, // 8: hookline.v1.DeadLetter.dead_at:type_name -> google.protobuf.Timestamp
-	9,  // 9: hookline.v1.Endpoint.headers:type_name -> hookline.v1.Endpoint.HeadersEntry
-	8,  // 10: hookline.v1.Endpoint.secrets:type_name -> hookline.v1.Secret
-	10, // 11: hookline.v1.Secret.expires_at:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	2,  // 7: hookline.v1.Deliveries.deliveries:type_name -> hookline.v1.Delivery
+	2,  // 8: hookline.v1.DeadLetter.delivery:type_name -> hookline.v1.Delivery
+	11, // 9: hookline.v1.DeadLetter.dead_at:type_name -> google.protobuf.Timestamp
+	10, // 10: hookline.v1.Endpoint.headers:type_name -> hookline.v1.Endpoint.HeadersEntry
+	9,  // 11: hookline.v1.Endpoint.secrets:type_name -> hookline.v1.Secret
+	11, // 12: hookline.v1.Secret.expires_at:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_hookline_v1_bus_proto_init() }
@@ -1074,7 +1142,7 @@ func file_hookline_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookline_v1_bus_proto_rawDesc), len(file_hookline_v1_bus_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

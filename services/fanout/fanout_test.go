@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"testing"
 	"time"
 
@@ -408,18 +409,28 @@ func TestFanoutEventsMessage(t *testing.T) {
 	if _, err := b.js.PublishMsg(t.Context(), msg); err != nil {
 		t.Fatal(err)
 	}
-	msgs := b.streamMsgs(t, bus.StreamDeliveries, 4)
+	// ep_a's three deliveries travel in one message, ep_b's one alone.
+	msgs := b.streamMsgs(t, bus.StreamDeliveries, 2)
 	got := map[string]string{}
 	for _, m := range msgs {
-		d := &hooklinev1.Delivery{}
-		if err := proto.Unmarshal(m.Data, d); err != nil {
-			t.Fatal(err)
-		}
-		got[d.GetEventId()+" "+d.GetEndpointId()] = m.Header.Get("traceparent")
 		if m.Header.Get(handler.HeaderEventSeq) == "" {
-			t.Errorf("delivery %s without its event's sequence", d.GetId())
+			t.Errorf("deliveries message on %s without its events' sequence", m.Subject)
+		}
+		for _, d := range unpackDeliveries(t, m) {
+			got[d.d.GetEventId()+" "+d.d.GetEndpointId()] = d.traceparent
 		}
 	}
+	if len(got) != 4 {
+		t.Errorf("%d deliveries, want 4: %v", len(got), got)
+	}
+	// The same events fanned out again (a redelivery, here a second copy
+	// past ingest's dedupe) make the same messages, which JetStream drops.
+	again := bus.NewMsg(bus.EventSubject("acme", ""), "g1-again", data)
+	again.Header.Set(bus.HeaderEvents, "4")
+	if _, err := b.js.PublishMsg(t.Context(), again); err != nil {
+		t.Fatal(err)
+	}
+	b.streamMsgs(t, bus.StreamDeliveries, 2)
 	trace := func(tp string) string {
 		if len(tp) < 35 {
 			return ""
@@ -450,4 +461,38 @@ func TestFanoutEventsMessage(t *testing.T) {
 			t.Errorf("no deliveries rows for %s", ev.GetId())
 		}
 	}
+}
+
+// packed is a delivery as it travels: on its own, or in a message of
+// several (bus.HeaderDeliveries), with its trace context.
+type packed struct {
+	d           *hooklinev1.Delivery
+	traceparent string
+}
+
+// unpackDeliveries returns the deliveries m carries.
+func unpackDeliveries(t *testing.T, m *jetstream.RawStreamMsg) []packed {
+	t.Helper()
+	if n := m.Header.Get(bus.HeaderDeliveries); n != "" {
+		g := &hooklinev1.Deliveries{}
+		if err := proto.Unmarshal(m.Data, g); err != nil {
+			t.Fatal(err)
+		}
+		if n != strconv.Itoa(len(g.GetDeliveries())) || len(g.GetDeliveries()) < 2 {
+			t.Fatalf("%s header %q on a message of %d deliveries", bus.HeaderDeliveries, n, len(g.GetDeliveries()))
+		}
+		out := make([]packed, len(g.GetDeliveries()))
+		for i, d := range g.GetDeliveries() {
+			if d.GetOrderingKey() != "" || bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), "") != m.Subject {
+				t.Fatalf("delivery %s (key %q, endpoint %s) in a message on %s", d.GetId(), d.GetOrderingKey(), d.GetEndpointId(), m.Subject)
+			}
+			out[i] = packed{d: d, traceparent: g.GetTraceparents()[i]}
+		}
+		return out
+	}
+	d := &hooklinev1.Delivery{}
+	if err := proto.Unmarshal(m.Data, d); err != nil {
+		t.Fatal(err)
+	}
+	return []packed{{d: d, traceparent: m.Header.Get("traceparent")}}
 }

@@ -104,7 +104,8 @@ func keepAlive(msg jetstream.Msg) (stop func()) {
 }
 
 // work handles msg, observed as o: it goes to its subject's lane when its
-// key's order must be kept, and is handled at once otherwise.
+// key's order must be kept, and is handled at once otherwise; a message of
+// several deliveries is handled by [Runner.workGroup].
 func (r *Runner) work(ctx context.Context, msg jetstream.Msg, o keylane.Observed) {
 	defer r.wg.Done()
 	laned := false
@@ -113,6 +114,10 @@ func (r *Runner) work(ctx context.Context, msg jetstream.Msg, o keylane.Observed
 			r.lanes.Forget(msg, o)
 		}
 	}()
+	if msg.Headers().Get(bus.HeaderDeliveries) != "" {
+		r.workGroup(ctx, msg)
+		return
+	}
 	d, ok := Decode(msg, r.log)
 	if !ok {
 		return

@@ -179,9 +179,9 @@ func (h *Handler) groupEvent(ctx context.Context, msg jetstream.Msg, g *hookline
 	return ctx, ev, true
 }
 
-// handleGroup processes the keyless events of one message (see
-// [bus.HeaderEvents]) concurrently, each in its own trace, and acknowledges
-// the message once every one is fanned out. When any failed the message is
+// handleGroup fans out the keyless events of one message (see
+// [bus.HeaderEvents]) together, each in its own trace, and acknowledges the
+// message once all are fanned out. When anything failed the message is
 // NAKed and all are fanned out again, which repeats nothing visible. An
 // event that can never be fanned out (no tenant or id) is logged and
 // skipped.
@@ -190,30 +190,45 @@ func (h *Handler) handleGroup(ctx context.Context, msg jetstream.Msg) {
 	if !ok {
 		return
 	}
-	var (
-		wg   sync.WaitGroup
-		errs = make([]error, len(g.GetEvents()))
-	)
-	for i := range g.GetEvents() {
-		ectx, ev, ok := h.groupEvent(ctx, msg, g, i)
-		if !ok {
-			continue
-		}
-		wg.Add(1)
-		h.workers.Go(func() {
-			defer wg.Done()
-			errs[i] = h.process(ectx, ev, seq)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		h.log.Warn("fan-out of an events message failed, will retry", "events", len(errs), "err", err)
+	if err := h.processGroup(ctx, msg, g, seq); err != nil {
+		h.log.Warn("fan-out of an events message failed, will retry", "events", len(g.GetEvents()), "err", err)
 		_ = msg.NakWithDelay(NakDelay())
 		return
 	}
 	if err := msg.Ack(); err != nil {
 		h.log.Warn("ack events message", "err", err)
 	}
+}
+
+// processGroup fans out the events of g (from msg, stream sequence seq) as
+// one batch: one deliveries-rows write, and one message per endpoint
+// carrying that endpoint's deliveries of all of them (see
+// [bus.HeaderDeliveries]) instead of one message per delivery. The same
+// events message always makes the same messages, so fanning it out again
+// publishes nothing new.
+func (h *Handler) processGroup(ctx context.Context, msg jetstream.Msg, g *hooklinev1.Events, seq uint64) (err error) {
+	now := apitime.Now()
+	fans := make([]*fanning, 0, len(g.GetEvents()))
+	defer func() {
+		for _, f := range fans {
+			f.end(err)
+		}
+	}()
+	var rows []deliveryRow
+	for i := range g.GetEvents() {
+		ectx, ev, ok := h.groupEvent(ctx, msg, g, i)
+		if !ok {
+			continue
+		}
+		f := h.prepare(ectx, ev, now)
+		fans = append(fans, f)
+		rows = append(rows, f.rows...)
+	}
+	msgs, err := groupedMessages(fans, seq)
+	if err != nil {
+		return err
+	}
+	return h.write(ctx, rows, msgs, fans)
 }
 
 // HandleOrdered processes the message at the head of a keyed subject (one
@@ -355,35 +370,98 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 
 // process is Process in ctx's trace context.
 func (h *Handler) process(ctx context.Context, ev *hooklinev1.Event, eventSeq uint64) (err error) {
+	f := h.prepare(ctx, ev, apitime.Now())
+	defer func() { f.end(err) }()
+	msgs := make([]*nats.Msg, 0, len(f.out))
+	for _, o := range f.out {
+		m, err := o.message(eventSeq)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	return h.write(ctx, f.rows, msgs, []*fanning{f})
+}
+
+// fanning is one event's fan-out under way: its deliveries rows, the
+// messages to publish, and its spans, ended once both are written.
+type fanning struct {
+	span   trace.Span
+	dspans []trace.Span
+	rows   []deliveryRow
+	out    []outgoing
+	// matched is how many endpoints the event matched.
+	matched int
+}
+
+// outgoing is what fan-out publishes for one delivery: the delivery, or
+// for a disabled endpoint its dead letter. ctx holds the span of its
+// fan-out, whose context travels with it.
+type outgoing struct {
+	ctx  context.Context
+	d    *hooklinev1.Delivery
+	dead bool
+	now  time.Time
+}
+
+// message builds o's message on its own.
+func (o outgoing) message(eventSeq uint64) (*nats.Msg, error) {
+	var (
+		m   *nats.Msg
+		err error
+	)
+	if o.dead {
+		m, err = deadLetterMsg(o.d, o.now)
+	} else {
+		m, err = deliveryMsg(o.d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	telemetry.Inject(o.ctx, m.Header)
+	if eventSeq != 0 {
+		m.Header.Set(HeaderEventSeq, strconv.FormatUint(eventSeq, 10))
+	}
+	return m, nil
+}
+
+// groupable reports whether o may travel with other deliveries to its
+// endpoint: a keyless delivery (a keyed one is the head of its key's
+// subject on its own), not a dead letter.
+func (o outgoing) groupable() bool { return !o.dead && o.d.GetOrderingKey() == "" }
+
+// end ends f's spans, marked failed when err is set.
+func (f *fanning) end(err error) {
+	for _, ds := range f.dspans {
+		if err != nil {
+			ds.SetStatus(codes.Error, "fan-out failed")
+		}
+		ds.End()
+	}
+	if err != nil {
+		f.span.RecordError(err)
+		f.span.SetStatus(codes.Error, "fan-out failed")
+	}
+	f.span.End()
+}
+
+// prepare matches ev and builds its deliveries rows and messages, at now,
+// in a "fanout event" span, a child of ctx's trace context; each matched
+// endpoint gets a "fanout delivery" span, a child of it, whose context
+// travels with that delivery (or dead letter).
+func (h *Handler) prepare(ctx context.Context, ev *hooklinev1.Event, now time.Time) *fanning {
 	ctx, span := h.tracer.Start(ctx, "fanout event", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("hookline.tenant_id", ev.GetTenantId()), attribute.String("hookline.event_id", ev.GetId()),
 			attribute.String("hookline.event_type", ev.GetType())))
-	var deliverySpans []trace.Span
-	defer func() {
-		for _, ds := range deliverySpans {
-			if err != nil {
-				ds.SetStatus(codes.Error, "fan-out failed")
-			}
-			ds.End()
-		}
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "fan-out failed")
-		}
-		span.End()
-	}()
-
 	eps := h.match.Endpoints(ev)
 	span.SetAttributes(attribute.Int("hookline.endpoints", len(eps)))
+	f := &fanning{span: span, matched: len(eps)}
 	if len(eps) == 0 {
-		h.Metrics.EventsUnmatched.Inc()
-		return nil
+		return f
 	}
-	now := apitime.Now()
-	var (
-		rows = make([]deliveryRow, 0, len(eps))
-		msgs = make([]*nats.Msg, 0, len(eps))
-	)
+	f.rows = make([]deliveryRow, 0, len(eps))
+	f.out = make([]outgoing, 0, len(eps))
+	f.dspans = make([]trace.Span, 0, len(eps))
 	for _, ep := range eps {
 		d := &hooklinev1.Delivery{
 			// The acceptance time in front: ids of deliveries fanned out
@@ -405,7 +483,7 @@ func (h *Handler) process(ctx context.Context, ev *hooklinev1.Event, eventSeq ui
 			attribute.String("hookline.delivery_id", d.GetId()),
 			attribute.Bool("hookline.dead_letter", ep.GetDisabled()),
 			attribute.Bool("hookline.circuit_open", held)))
-		deliverySpans = append(deliverySpans, ds)
+		f.dspans = append(f.dspans, ds)
 		row := deliveryRow{id: d.GetId(), tenant: ev.GetTenantId(), event: ev.GetId(), endpoint: ep.GetId(), status: "pending", hold: held}
 		if ep.GetDisabled() {
 			row.status = "dead"
@@ -417,26 +495,18 @@ func (h *Handler) process(ctx context.Context, ev *hooklinev1.Event, eventSeq ui
 			if tp := telemetry.Traceparent(dctx); tp != "" {
 				row.traceparent = &tp
 			}
-			rows = append(rows, row)
+			f.rows = append(f.rows, row)
 			continue
 		}
-		rows = append(rows, row)
-		var m *nats.Msg
-		if ep.GetDisabled() {
-			m, err = deadLetterMsg(d, now)
-		} else {
-			m, err = deliveryMsg(d)
-		}
-		if err != nil {
-			return err
-		}
-		telemetry.Inject(dctx, m.Header)
-		if eventSeq != 0 {
-			m.Header.Set(HeaderEventSeq, strconv.FormatUint(eventSeq, 10))
-		}
-		msgs = append(msgs, m)
+		f.rows = append(f.rows, row)
+		f.out = append(f.out, outgoing{ctx: dctx, d: d, dead: ep.GetDisabled(), now: now})
 	}
+	return f
+}
 
+// write publishes msgs and inserts rows, the fan-out of fans, and waits
+// for both.
+func (h *Handler) write(ctx context.Context, rows []deliveryRow, msgs []*nats.Msg, fans []*fanning) error {
 	// The rows and the messages are independent: both writes are
 	// idempotent, and the attempt-log writer upserts a row that is not
 	// there yet (the row's insert then changes nothing). So the publish
@@ -457,8 +527,103 @@ func (h *Handler) process(ctx context.Context, ev *hooklinev1.Event, eventSeq ui
 	if insertErr != nil {
 		return fmt.Errorf("insert deliveries: %w", insertErr)
 	}
-	h.Metrics.DeliveriesCreated.Add(float64(len(eps)))
+	for _, f := range fans {
+		if f.matched == 0 {
+			h.Metrics.EventsUnmatched.Inc()
+			continue
+		}
+		h.Metrics.DeliveriesCreated.Add(float64(f.matched))
+	}
 	return nil
+}
+
+// Limits of one message of several deliveries: at most this many, and
+// about this many bytes of encoded deliveries. Every delivery of an events
+// message to one endpoint usually fits (ingest groups at most 100 events,
+// 256 KiB of data).
+const (
+	groupDeliveries = 100
+	groupBytes      = 512 << 10
+)
+
+// groupedMessages builds the messages of fans, the events of one events
+// message (stream sequence seq): each endpoint's keyless deliveries travel
+// together, in the events' order, in messages of at most groupDeliveries
+// deliveries and about groupBytes; anything else, and a delivery that
+// would be alone, goes on its own.
+func groupedMessages(fans []*fanning, seq uint64) ([]*nats.Msg, error) {
+	type group struct {
+		out   []outgoing
+		bytes int
+	}
+	var (
+		msgs    []*nats.Msg
+		groups  []*group
+		current = map[string]*group{}
+	)
+	for _, f := range fans {
+		for _, o := range f.out {
+			if !o.groupable() {
+				m, err := o.message(seq)
+				if err != nil {
+					return nil, err
+				}
+				msgs = append(msgs, m)
+				continue
+			}
+			subject := bus.DeliverySubject(o.d.GetTenantId(), o.d.GetEndpointId(), "")
+			size := proto.Size(o.d)
+			g := current[subject]
+			if g == nil || len(g.out) == groupDeliveries || (len(g.out) > 0 && g.bytes+size > groupBytes) {
+				g = &group{}
+				current[subject] = g
+				groups = append(groups, g)
+			}
+			g.out = append(g.out, o)
+			g.bytes += size
+		}
+	}
+	for _, g := range groups {
+		if len(g.out) == 1 {
+			m, err := g.out[0].message(seq)
+			if err != nil {
+				return nil, err
+			}
+			msgs = append(msgs, m)
+			continue
+		}
+		m, err := deliveriesMsg(g.out, seq)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// deliveriesMsg builds the message of several keyless deliveries to one
+// endpoint (see [bus.HeaderDeliveries]); each delivery's trace context
+// travels beside it.
+func deliveriesMsg(out []outgoing, seq uint64) (*nats.Msg, error) {
+	g := &hooklinev1.Deliveries{
+		Deliveries:   make([]*hooklinev1.Delivery, len(out)),
+		Traceparents: make([]string, len(out)),
+	}
+	deliveryIDs := make([]string, len(out))
+	for i, o := range out {
+		g.Deliveries[i], g.Traceparents[i], deliveryIDs[i] = o.d, telemetry.Traceparent(o.ctx), o.d.GetId()
+	}
+	b, err := proto.Marshal(g)
+	if err != nil {
+		return nil, fmt.Errorf("encode %d deliveries: %w", len(out), err)
+	}
+	d := out[0].d
+	m := bus.NewMsg(bus.DeliverySubject(d.GetTenantId(), d.GetEndpointId(), ""), bus.DeliveriesMsgID(deliveryIDs), b)
+	m.Header.Set(bus.HeaderDeliveries, strconv.Itoa(len(out)))
+	if seq != 0 {
+		m.Header.Set(HeaderEventSeq, strconv.FormatUint(seq, 10))
+	}
+	return m, nil
 }
 
 // held reports whether d, about to go to ep, waits for ep's circuit. Only

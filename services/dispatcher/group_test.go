@@ -1,0 +1,158 @@
+package dispatcher_test
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hookline/hookline/pkg/apitime"
+	"github.com/hookline/hookline/pkg/bus"
+	"github.com/hookline/hookline/pkg/ids"
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+)
+
+// publishGroup publishes n keyless deliveries to endpointID in one message,
+// as fan-out does, each with a trace context of its own.
+func (b *bundle) publishGroup(t *testing.T, endpointID string, n int) ([]*hooklinev1.Delivery, []string) {
+	t.Helper()
+	g := &hooklinev1.Deliveries{}
+	idList := make([]string, n)
+	for i := range n {
+		evID := ids.New(ids.Event)
+		d := &hooklinev1.Delivery{
+			Id: ids.DeliveryFor("acme", evID, endpointID), TenantId: "acme", EventId: evID, EndpointId: endpointID,
+			EventType: "order.created", Data: []byte(`{"n":` + strconv.Itoa(i) + `}`),
+			AcceptedAt: timestamppb.New(apitime.Now()), CreatedAt: timestamppb.New(apitime.Now()),
+		}
+		g.Deliveries = append(g.Deliveries, d)
+		g.Traceparents = append(g.Traceparents, fmt.Sprintf("00-%032x-%016x-01", i+1, i+1))
+		idList[i] = d.GetId()
+	}
+	data, err := proto.Marshal(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := bus.NewMsg(bus.DeliverySubject("acme", endpointID, ""), bus.DeliveriesMsgID(idList), data)
+	m.Header.Set(bus.HeaderDeliveries, strconv.Itoa(n))
+	if _, err := b.js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	return g.GetDeliveries(), g.GetTraceparents()
+}
+
+// deliveryMsgs returns the messages waiting in HOOKLINE_DELIVERIES.
+func (b *bundle) deliveryMsgs(t *testing.T) []*hooklinev1.Delivery {
+	t.Helper()
+	s, err := b.js.Stream(t.Context(), bus.StreamDeliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*hooklinev1.Delivery
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(t.Context(), seq)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		if m.Header.Get(bus.HeaderDeliveries) != "" {
+			t.Fatalf("message %d still holds a group of deliveries", seq)
+		}
+		d := &hooklinev1.Delivery{}
+		if err := proto.Unmarshal(m.Data, d); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// TestDeliveriesMessage: a message of several deliveries is attempted as
+// that many deliveries, each in its own trace, a failed one retried on its
+// own, and the message acknowledged once all are settled.
+func TestDeliveriesMessage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 6
+	rcv := newReceiver(t, func(k int, w http.ResponseWriter) {
+		if k == 3 { // one of the first attempts fails, and is retried
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	b.putEndpoint(t, "ep_1", rcv.URL, 100)
+	b.start(t)
+	ds, traceparents := b.publishGroup(t, "ep_1", n)
+	for _, d := range ds {
+		waitFor(t, "succeeded delivery "+d.GetId(), func() bool { r, ok := b.delivery(t, d.GetId()); return ok && r.status == "succeeded" })
+	}
+	reqs := rcv.requests()
+	if len(reqs) != n+1 {
+		t.Fatalf("%d requests, want %d (each delivery once, one of them twice)", len(reqs), n+1)
+	}
+	traces := map[string]int{}
+	for _, r := range reqs {
+		traces[r.header.Get("Traceparent")[3:35]]++
+	}
+	for i, tp := range traceparents {
+		if traces[tp[3:35]] == 0 {
+			t.Errorf("delivery %d not attempted in its own trace %s: %v", i, tp, traces)
+		}
+	}
+	waitFor(t, "deliveries stream empty", func() bool { return len(b.deliveryMsgs(t)) == 0 })
+}
+
+// TestDeliveriesMessageHandedBackAtShutdown: a dispatcher stopping with a
+// message of several deliveries part-way finishes those in flight and
+// publishes the rest again, each on its own, instead of handing the whole
+// message back: after a restart every delivery arrives, none twice.
+func TestDeliveriesMessageHandedBackAtShutdown(t *testing.T) {
+	t.Parallel()
+	b := setup(t) // DispatchConcurrency 4: four attempts in flight at most
+	const n = 12
+	var slow atomic.Bool
+	slow.Store(true)
+	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) {
+		if slow.Load() {
+			time.Sleep(400 * time.Millisecond)
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	b.putEndpoint(t, "ep_1", rcv.URL)
+	stop := b.start(t)
+	ds, _ := b.publishGroup(t, "ep_1", n)
+	waitFor(t, "first attempts in flight", func() bool { return len(rcv.requests()) >= 1 })
+	stop()
+	before := len(rcv.requests())
+	if before >= n {
+		t.Fatalf("all %d delivered before the stop took effect; the test needs a slower receiver", before)
+	}
+	left := b.deliveryMsgs(t)
+	if len(left)+before != n {
+		t.Fatalf("after the stop: %d delivered and %d handed back, want %d in all", before, len(left), n)
+	}
+	slow.Store(false)
+	b.start(t)
+	for _, d := range ds {
+		waitFor(t, "succeeded delivery "+d.GetId(), func() bool { r, ok := b.delivery(t, d.GetId()); return ok && r.status == "succeeded" })
+	}
+	seen := map[string]int{}
+	for _, r := range rcv.requests() {
+		seen[r.header.Get("Webhook-Id")]++
+	}
+	for _, d := range ds {
+		if seen[d.GetEventId()] != 1 {
+			t.Errorf("delivery of %s arrived %d times, want once", d.GetEventId(), seen[d.GetEventId()])
+		}
+	}
+	t.Logf("%d delivered before the stop, %d handed back on their own", before, len(left))
+}
