@@ -53,9 +53,15 @@ const (
 	// endpoint cannot take every worker, while one busy endpoint still gets
 	// thousands of deliveries a second at a few milliseconds each.
 	PerEndpointInFlight = 64
-	attemptLogAckWait   = 30 * time.Second
-	attemptLogPending   = 5000
-	dialTimeout         = 10 * time.Second
+	// attemptLogAckWait is a third of AckWait: the outcomes a killed
+	// replica's attempt-log writer had taken are written by another
+	// before that replica's deliveries are redelivered, so a redelivered
+	// message of several deliveries finds the ones it settled in the
+	// attempt log and skips them. A slow write keeps its outcomes alive
+	// (attemptlog.Writer.KeepAlive).
+	attemptLogAckWait = AckWait / 3
+	attemptLogPending = 5000
+	dialTimeout       = 10 * time.Second
 	// metricsInterval is how often backlogs, open circuits and blocked keys
 	// are sampled.
 	metricsInterval = 10 * time.Second
@@ -214,6 +220,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	bg.Go(func() { sched.Run(bgCtx) })
 	limits := dispatch.NewLimits(concurrency, PerEndpointInFlight)
 	runner := dispatch.NewRunner(h, limits, head, log)
+	runner.Settled = func(ctx context.Context, ids []string) (map[string]bool, error) {
+		return attemptlog.Settled(ctx, pool, ids)
+	}
 	m.HeadChecks(runner.HeadChecks)
 	drainer := dispatch.NewDrainer(h, limits, owner, log)
 	drainCtx, stopDrain := context.WithCancel(context.WithoutCancel(ctx))

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -155,4 +156,70 @@ func TestDeliveriesMessageHandedBackAtShutdown(t *testing.T) {
 		}
 	}
 	t.Logf("%d delivered before the stop, %d handed back on their own", before, len(left))
+}
+
+// TestRedeliveredDeliveriesMessageSkipsSettled: a message of several
+// deliveries delivered again (its first replica never acknowledged it)
+// sends only what the attempt log does not show as settled.
+func TestRedeliveredDeliveriesMessageSkipsSettled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rcv := newReceiver(t, status(http.StatusOK))
+	b.putEndpoint(t, "ep_1", rcv.URL)
+	stop := b.start(t)
+	ds, traceparents := b.publishGroup(t, "ep_1", 3)
+	for _, d := range ds {
+		waitFor(t, "succeeded delivery "+d.GetId(), func() bool { r, ok := b.delivery(t, d.GetId()); return ok && r.status == "succeeded" })
+	}
+	stop()
+
+	// The same three and a fourth, in a message that a replica took and
+	// did not acknowledge: here the test takes it and NAKs it.
+	evID := ids.New(ids.Event)
+	fourth := &hooklinev1.Delivery{
+		Id: ids.DeliveryFor("acme", evID, "ep_1"), TenantId: "acme", EventId: evID, EndpointId: "ep_1",
+		EventType: "order.created", Data: []byte(`{"n":4}`),
+		AcceptedAt: timestamppb.New(apitime.Now()), CreatedAt: timestamppb.New(apitime.Now()),
+	}
+	g := &hooklinev1.Deliveries{Deliveries: append(ds, fourth), Traceparents: append(traceparents, "")}
+	data, err := proto.Marshal(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := bus.NewMsg(bus.DeliverySubject("acme", "ep_1", ""), "again", data)
+	m.Header.Set(bus.HeaderDeliveries, "4")
+	if _, err := b.js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := b.js.Consumer(t.Context(), bus.StreamDeliveries, bus.ConsumerDispatcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := 0
+	for msg := range batch.Messages() {
+		taken++
+		if err := msg.Nak(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if taken != 1 {
+		t.Fatalf("took %d messages, want the one published", taken)
+	}
+
+	b.start(t)
+	waitFor(t, "fourth delivery", func() bool { r, ok := b.delivery(t, fourth.GetId()); return ok && r.status == "succeeded" })
+	waitFor(t, "deliveries stream empty", func() bool { return len(b.deliveryMsgs(t)) == 0 })
+	seen := map[string]int{}
+	for _, r := range rcv.requests() {
+		seen[r.header.Get("Webhook-Id")]++
+	}
+	for _, d := range g.GetDeliveries() {
+		if seen[d.GetEventId()] != 1 {
+			t.Errorf("delivery of %s arrived %d times, want once", d.GetEventId(), seen[d.GetEventId()])
+		}
+	}
 }

@@ -91,6 +91,11 @@ type Writer struct {
 	SyncEndpoint func(ctx context.Context, endpointID string) error
 	// Metrics, when set, counts endpoints disabled for failing.
 	Metrics *metrics.Metrics
+	// KeepAlive is how often outcomes being written are reported in
+	// progress (0: never). It must be well under the consumer's ack wait,
+	// which is kept short so that the outcomes a killed replica had taken
+	// are written again soon.
+	KeepAlive time.Duration
 }
 
 // New returns a Writer taking up to 500 outcomes, or what arrived within
@@ -100,7 +105,7 @@ func New(db DB, cons Fetcher, log *slog.Logger) *Writer {
 	return &Writer{
 		db: db, cons: cons, log: log, Batch: 500, MaxWait: 100 * time.Millisecond,
 		Retention: config.DefaultAttemptRetention, PartitionsAhead: 2, MaintainEvery: time.Hour,
-		AutoDisableAfter: config.DefaultAutoDisableAfter,
+		AutoDisableAfter: config.DefaultAutoDisableAfter, KeepAlive: 3 * time.Second,
 	}
 }
 
@@ -160,7 +165,9 @@ func (w *Writer) Run(ctx context.Context) {
 		}
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		wctx, span := w.startSpan(wctx, msgs)
+		stopAlive := keepAlive(msgs, w.KeepAlive)
 		err = w.Write(wctx, msgs)
+		stopAlive()
 		cancel()
 		if err != nil {
 			span.SetStatus(codes.Error, "write attempt log")
@@ -176,6 +183,35 @@ func (w *Writer) Run(ctx context.Context) {
 		for _, m := range msgs {
 			_ = m.Ack()
 		}
+	}
+}
+
+// keepAlive tells JetStream every interval that msgs are still being
+// written, until stop is called: the consumer's ack wait is short (see
+// KeepAlive), a slow write is not.
+func keepAlive(msgs []jetstream.Msg, every time.Duration) (stop func()) {
+	if every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }
 

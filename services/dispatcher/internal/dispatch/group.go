@@ -25,6 +25,8 @@ const maxHandBackDelay = ParkFailedDelay
 // dispatcher is stopping, or its retry could not be stored) is published
 // again as a message of its own first, so that the others are not attempted
 // again. Only when that publish fails is the whole message handed back.
+// A message redelivered (its replica was killed part-way) skips what the
+// attempt log shows the earlier handling settled.
 func (r *Runner) workGroup(ctx context.Context, msg jetstream.Msg) {
 	g := &hooklinev1.Deliveries{}
 	if err := proto.Unmarshal(msg.Data(), g); err != nil || len(g.GetDeliveries()) == 0 {
@@ -34,6 +36,7 @@ func (r *Runner) workGroup(ctx context.Context, msg jetstream.Msg) {
 	}
 	stop := keepAlive(msg)
 	defer stop()
+	settled := r.settledBefore(msg, g)
 	parts := make([]*part, len(g.GetDeliveries()))
 	var wg sync.WaitGroup
 	for i, d := range g.GetDeliveries() {
@@ -45,6 +48,10 @@ func (r *Runner) workGroup(ctx context.Context, msg jetstream.Msg) {
 		if d.GetId() == "" || d.GetEndpointId() == "" {
 			r.log.Error("delivery without id or endpoint in a deliveries message, dropped", "subject", msg.Subject(), "index", i)
 			_ = p.Term()
+			continue
+		}
+		if settled[d.GetId()] {
+			_ = p.Ack()
 			continue
 		}
 		ep, err := r.h.Endpoints.Get(ctx, d.GetEndpointId())
@@ -70,6 +77,36 @@ func (r *Runner) workGroup(ctx context.Context, msg jetstream.Msg) {
 	}
 	wg.Wait()
 	r.settleGroup(msg, parts)
+}
+
+// settledBefore returns the deliveries of g, a message delivered before
+// (to a replica that did not acknowledge it: it was killed, say), that an
+// earlier handling settled, as the attempt log shows them: they are not
+// sent again. A first delivery, or no answer, skips nothing.
+func (r *Runner) settledBefore(msg jetstream.Msg, g *hooklinev1.Deliveries) map[string]bool {
+	if r.Settled == nil {
+		return nil
+	}
+	meta, err := msg.Metadata()
+	if err != nil || meta.NumDelivered < 2 {
+		return nil
+	}
+	ids := make([]string, 0, len(g.GetDeliveries()))
+	for _, d := range g.GetDeliveries() {
+		ids = append(ids, d.GetId())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	settled, err := r.Settled(ctx, ids)
+	if err != nil {
+		r.log.Warn("look up which deliveries of a redelivered deliveries message were settled; attempting them all", "subject", msg.Subject(), "err", err)
+		return nil
+	}
+	if len(settled) > 0 {
+		r.log.Info("redelivered deliveries message: skipping deliveries settled before", "subject", msg.Subject(),
+			"settled", len(settled), "of", len(ids), "delivered", meta.NumDelivered)
+	}
+	return settled
 }
 
 // settleGroup acknowledges msg once the deliveries that asked to be

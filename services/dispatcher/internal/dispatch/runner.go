@@ -39,6 +39,11 @@ type Runner struct {
 	// workers run the handlers of deliveries, ordered or not.
 	workers *workpool.Pool
 
+	// Settled, when set, tells which deliveries the attempt log shows as
+	// settled, for a redelivered message of several (see
+	// [Runner.workGroup]); *attemptlog.Settled with a pool implements it.
+	Settled func(ctx context.Context, ids []string) (map[string]bool, error)
+
 	// stopWaiting ends waits for a slot: a delivery not yet started when
 	// the dispatcher stops is handed back at once.
 	stopWaiting context.Context

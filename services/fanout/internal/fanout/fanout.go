@@ -538,12 +538,14 @@ func (h *Handler) write(ctx context.Context, rows []deliveryRow, msgs []*nats.Ms
 }
 
 // Limits of one message of several deliveries: at most this many, and
-// about this many bytes of encoded deliveries. Every delivery of an events
-// message to one endpoint usually fits (ingest groups at most 100 events,
-// 256 KiB of data).
+// about this many bytes of encoded deliveries. A dispatcher holds every
+// delivery of the messages it has taken in memory (up to twice its
+// concurrency of messages), so the limit is what bounds its memory, while
+// the cost of a JetStream message shared by 32 deliveries is already
+// small per delivery.
 const (
-	groupDeliveries = 100
-	groupBytes      = 512 << 10
+	groupDeliveries = 32
+	groupBytes      = 256 << 10
 )
 
 // groupedMessages builds the messages of fans, the events of one events
