@@ -13,11 +13,13 @@ import (
 	"github.com/hookline/hookline/pkg/bus"
 )
 
-// Lanes process messages concurrently while keeping the order of messages
-// that share a subject: every subject maps to one lane, a goroutine that
-// handles its messages one at a time. Event subjects end in the ordering
-// key's token, so one tenant's key is handled in order; messages without a
-// key ("_") go to any lane.
+// Lanes process keyless event messages concurrently on a fixed number of
+// goroutines (lanes), each handling one message at a time: messages on a
+// keyless subject ("_") go to the lanes in turn. Keyed events do not come
+// here (their partition subjects go through pkg/keylane, which waits for
+// each message to be its subject's head); should a message of another
+// subject ever come, its subject is pinned to one lane, which keeps that
+// subject's messages in order.
 type Lanes struct {
 	handle   func(context.Context, jetstream.Msg)
 	lanes    []chan jetstream.Msg
