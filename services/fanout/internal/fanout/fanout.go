@@ -7,12 +7,10 @@ package fanout
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -252,8 +250,8 @@ func (h *Handler) HandleOrdered(ctx context.Context, msg jetstream.Msg) {
 
 // handleOrderedGroup processes the keyed events of the message at the head
 // of a key partition's subject: the events of one key one after another,
-// in the message's order, and those of different keys concurrently, each
-// in its own trace. A failure is retried in place for the events not yet
+// in the message's order, and those of different keys together, each in
+// its own trace. A failure is retried in place for the events not yet
 // fanned out; a key's later events wait for its earlier ones.
 func (h *Handler) handleOrderedGroup(ctx context.Context, msg jetstream.Msg) {
 	g, seq, ok := h.decodeGroup(msg)
@@ -281,30 +279,53 @@ func (h *Handler) handleOrderedGroup(ctx context.Context, msg jetstream.Msg) {
 		}
 		chains[c] = append(chains[c], step{ectx, ev})
 	}
-	// next[c] is how many of chain c's events are fanned out.
+	// next[c] is how many of chain c's events are fanned out. Each wave
+	// fans out the next event of every key at once, in one batch (one
+	// rows write, one publish), and the wave after it waits for that: a
+	// key's event is published only once its previous one is stored.
 	next := make([]int, len(chains))
 	h.retryInPlace(ctx, msg, func() *slog.Logger { return h.log.With("subject", msg.Subject()) }, func() error {
-		var (
-			wg   sync.WaitGroup
-			errs = make([]error, len(chains))
-		)
-		for c, chain := range chains {
-			if next[c] == len(chain) {
-				continue
-			}
-			wg.Add(1)
-			h.workers.Go(func() {
-				defer wg.Done()
-				for ; next[c] < len(chain); next[c]++ {
-					if err := h.process(chain[next[c]].ctx, chain[next[c]].ev, seq); err != nil {
-						errs[c] = err
-						return
-					}
+		for {
+			var (
+				wave  []int
+				fans  []*fanning
+				rows  []deliveryRow
+				msgs  []*nats.Msg
+				now   = apitime.Now()
+				built error
+			)
+			for c, chain := range chains {
+				if next[c] == len(chain) {
+					continue
 				}
-			})
+				f := h.prepare(chain[next[c]].ctx, chain[next[c]].ev, now)
+				wave, fans, rows = append(wave, c), append(fans, f), append(rows, f.rows...)
+				for _, o := range f.out {
+					m, err := o.message(seq)
+					if err != nil {
+						built = err
+						break
+					}
+					msgs = append(msgs, m)
+				}
+			}
+			if len(wave) == 0 {
+				return nil
+			}
+			err := built
+			if err == nil {
+				err = h.write(ctx, rows, msgs, fans)
+			}
+			for _, f := range fans {
+				f.end(err)
+			}
+			if err != nil {
+				return err
+			}
+			for _, c := range wave {
+				next[c]++
+			}
 		}
-		wg.Wait()
-		return errors.Join(errs...)
 	})
 }
 
