@@ -63,8 +63,9 @@ type Handler struct {
 	// circuit is not closed as their deliveries rows instead of publishing
 	// them.
 	Circuits *OpenCircuits
-	// workers run the fan-out of the events of a group, and of a keyed
-	// event, on goroutines whose stacks have grown already.
+	// workers run the fan-out of a keyed event that came alone on a
+	// goroutine whose stack has grown already (a group is fanned out on
+	// its message's goroutine, as one batch).
 	workers *workpool.Pool
 }
 
