@@ -38,7 +38,14 @@ func (r *Runner) workGroup(ctx context.Context, msg jetstream.Msg) {
 	defer stop()
 	settled := r.settledBefore(msg, g)
 	parts := make([]*part, len(g.GetDeliveries()))
-	var wg sync.WaitGroup
+	var (
+		wg sync.WaitGroup
+		// The deliveries share an endpoint (fan-out groups them by
+		// subject): it is looked up once per run of one endpoint id.
+		epID  string
+		ep    *hooklinev1.Endpoint
+		epErr error
+	)
 	for i, d := range g.GetDeliveries() {
 		p := &part{group: msg, d: d}
 		if i < len(g.GetTraceparents()) && g.GetTraceparents()[i] != "" {
@@ -54,12 +61,18 @@ func (r *Runner) workGroup(ctx context.Context, msg jetstream.Msg) {
 			_ = p.Ack()
 			continue
 		}
-		ep, err := r.h.Endpoints.Get(ctx, d.GetEndpointId())
-		if err != nil {
-			r.log.Warn("look up endpoint, will retry", "endpoint_id", d.GetEndpointId(), "err", err)
+		if d.GetEndpointId() != epID {
+			epID = d.GetEndpointId()
+			ep, epErr = r.h.Endpoints.Get(ctx, epID)
+			if epErr != nil {
+				r.log.Warn("look up endpoint, will retry", "endpoint_id", epID, "err", epErr)
+			}
+		}
+		if epErr != nil {
 			_ = p.NakWithDelay(FailedDelay)
 			continue
 		}
+		ep := ep
 		release, ok := r.limits.Acquire(r.stopWaiting, d.GetEndpointId())
 		if !ok {
 			_ = p.Nak()

@@ -288,12 +288,10 @@ func (h *Handler) handleOrderedGroup(ctx context.Context, msg jetstream.Msg) {
 	h.retryInPlace(ctx, msg, func() *slog.Logger { return h.log.With("subject", msg.Subject()) }, func() error {
 		for {
 			var (
-				wave  []int
-				fans  []*fanning
-				rows  []deliveryRow
-				msgs  []*nats.Msg
-				now   = apitime.Now()
-				built error
+				wave []int
+				fans []*fanning
+				rows []deliveryRow
+				now  = apitime.Now()
 			)
 			for c, chain := range chains {
 				if next[c] == len(chain) {
@@ -301,19 +299,11 @@ func (h *Handler) handleOrderedGroup(ctx context.Context, msg jetstream.Msg) {
 				}
 				f := h.prepare(chain[next[c]].ctx, chain[next[c]].ev, now)
 				wave, fans, rows = append(wave, c), append(fans, f), append(rows, f.rows...)
-				for _, o := range f.out {
-					m, err := o.message(seq)
-					if err != nil {
-						built = err
-						break
-					}
-					msgs = append(msgs, m)
-				}
 			}
 			if len(wave) == 0 {
 				return nil
 			}
-			err := built
+			msgs, err := messagesOf(fans, seq)
 			if err == nil {
 				err = h.write(ctx, rows, msgs, fans)
 			}
@@ -394,15 +384,28 @@ func (h *Handler) Process(ctx context.Context, headers nats.Header, ev *hookline
 func (h *Handler) process(ctx context.Context, ev *hooklinev1.Event, eventSeq uint64) (err error) {
 	f := h.prepare(ctx, ev, apitime.Now())
 	defer func() { f.end(err) }()
-	msgs := make([]*nats.Msg, 0, len(f.out))
-	for _, o := range f.out {
-		m, err := o.message(eventSeq)
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, m)
+	fans := []*fanning{f}
+	msgs, err := messagesOf(fans, eventSeq)
+	if err != nil {
+		return err
 	}
-	return h.write(ctx, f.rows, msgs, []*fanning{f})
+	return h.write(ctx, f.rows, msgs, fans)
+}
+
+// messagesOf builds a message of its own for everything fans publish (see
+// groupedMessages for the messages of an events message).
+func messagesOf(fans []*fanning, eventSeq uint64) ([]*nats.Msg, error) {
+	var msgs []*nats.Msg
+	for _, f := range fans {
+		for _, o := range f.out {
+			m, err := o.message(eventSeq)
+			if err != nil {
+				return nil, err
+			}
+			msgs = append(msgs, m)
+		}
+	}
+	return msgs, nil
 }
 
 // fanning is one event's fan-out under way: its deliveries rows, the
@@ -423,7 +426,6 @@ type outgoing struct {
 	ctx  context.Context
 	d    *hooklinev1.Delivery
 	dead bool
-	now  time.Time
 }
 
 // message builds o's message on its own.
@@ -433,7 +435,7 @@ func (o outgoing) message(eventSeq uint64) (*nats.Msg, error) {
 		err error
 	)
 	if o.dead {
-		m, err = deadLetterMsg(o.d, o.now)
+		m, err = deadLetterMsg(o.d, o.d.GetCreatedAt().AsTime())
 	} else {
 		m, err = deliveryMsg(o.d)
 	}
@@ -521,7 +523,7 @@ func (h *Handler) prepare(ctx context.Context, ev *hooklinev1.Event, now time.Ti
 			continue
 		}
 		f.rows = append(f.rows, row)
-		f.out = append(f.out, outgoing{ctx: dctx, d: d, dead: ep.GetDisabled(), now: now})
+		f.out = append(f.out, outgoing{ctx: dctx, d: d, dead: ep.GetDisabled()})
 	}
 	return f
 }
