@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hookline/hookline/pkg/pgtest"
@@ -190,5 +191,87 @@ func TestRepeatedAttemptRecordedOnce(t *testing.T) {
 	}
 	if rows != n || distinct != n {
 		t.Fatalf("%d attempt rows for %d deliveries, want one each", rows, distinct)
+	}
+}
+
+// The writer's attempts lookups use the primary key however fast a day's
+// partition fills: not, as PostgreSQL planned them before the partition had
+// statistics, every attempt of the endpoint that day for each new one. The
+// lookups find nothing here, so a batch reads next to no tuples.
+func TestAttemptLookupsStayCheapAsPartitionFills(t *testing.T) {
+	t.Parallel()
+	_, dbURL := pgtest.NewPool(t)
+	ctx := t.Context()
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1 // one connection, whose plans are cached
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	other, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	now := time.Now().UTC()
+	if err := EnsurePartitions(ctx, pool, now, 1); err != nil {
+		t.Fatal(err)
+	}
+	part := PartitionName(now)
+	outcomes := func(prefix string, n int) []*hooklinev1.AttemptOutcome {
+		var outs []*hooklinev1.AttemptOutcome
+		for i := range n {
+			d := fmt.Sprintf("dlv_%s%d", prefix, i)
+			outs = append(outs, &hooklinev1.AttemptOutcome{
+				DeliveryId: d, TenantId: "acme", EventId: "evt_" + d, EndpointId: "ep_1", Attempt: 1,
+				StartedAt: timestamppb.New(now), DurationMs: 3, StatusCode: 200, Succeeded: true,
+				Status: hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED,
+			})
+		}
+		return outs
+	}
+	w := New(pool, nil, slog.New(slog.DiscardHandler))
+	// Batches as the writer takes them at load, more of them than the five
+	// custom plans PostgreSQL makes before it may cache a generic one.
+	for i := range 8 {
+		if err := w.record(ctx, outcomes(fmt.Sprintf("warm%d_", i), 300)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The rest of a busy morning, faster than autovacuum notices.
+	if _, err := pool.Exec(ctx, fmt.Sprintf(`
+INSERT INTO %s (delivery_id, attempt, tenant_id, event_id, endpoint_id, started_at, duration_ms, succeeded)
+SELECT 'dlv_bulk' || g, 1, 'acme', 'evt_bulk' || g, 'ep_1', $1, 5, true FROM generate_series(1, 20000) g`, part), now); err != nil {
+		t.Fatal(err)
+	}
+	read := func() int64 {
+		t.Helper()
+		// Stats reach the shared view when the writing backend reports
+		// them; make it report now.
+		if _, err := pool.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `SELECT 1`); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if err := other.QueryRow(ctx, `
+SELECT coalesce((SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $1), 0)
+     + coalesce((SELECT sum(idx_tup_read) FROM pg_stat_user_indexes WHERE relname = $1), 0)`, part).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := read()
+	if err := w.record(ctx, outcomes("late", 300)); err != nil {
+		t.Fatal(err)
+	}
+	if got := read() - before; got > 2000 {
+		t.Fatalf("a batch of 300 attempts read %d tuples of a partition of 22,400: not a key lookup each", got)
 	}
 }
