@@ -2,6 +2,7 @@ package attemptlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -23,7 +24,14 @@ import (
 //
 // So the writer analyzes a partition itself while it fills: when the rows
 // it stored there reach analyzeFirst, and again each time they double,
-// until analyzeLast; autovacuum keeps the statistics from there on. An
+// until analyzeLast; autovacuum keeps the statistics from there on. Each
+// time it first asks whether the partition still needs it: never analyzed,
+// or changed since its last ANALYZE (by whoever ran it) by at least half
+// the rows it had then (half: the count of changes reaches the server up to
+// a second late). A replica that starts late in the day, or one of
+// several, so does not analyze a large partition again and again for its
+// own first rows (each new dispatcher would, once per doubling of its own
+// count: a dozen samples of up to 30,000 rows each that no plan needed). An
 // ANALYZE reads a sample of at most 30,000 rows (default_statistics_target
 // 100), and invalidates the plans cached on every connection.
 const (
@@ -83,9 +91,30 @@ func (f *filling) forgetOld(newest string) {
 	}
 }
 
-// analyze refreshes partition's statistics. SKIP_LOCKED: another replica
-// analyzing it at the same time does the same.
+// needsAnalyzeSQL tells whether partition $1 exists and has never been
+// analyzed (reltuples -1) or has changed by at least half the rows it had
+// when last analyzed (or vacuumed), and at least $2.
+const needsAnalyzeSQL = `
+SELECT c.reltuples < 0 OR coalesce(pg_stat_get_mod_since_analyze(c.oid), 0) >= greatest(c.reltuples / 2, $2)
+FROM pg_class c WHERE c.oid = to_regclass($1)`
+
+// analyze refreshes partition's statistics if it needs it (see
+// needsAnalyzeSQL). SKIP_LOCKED: another replica analyzing it at the same
+// time does the same.
 func analyze(ctx context.Context, db DB, partition string) error {
+	rows, err := db.Query(ctx, needsAnalyzeSQL, partition, analyzeFirst)
+	if err != nil {
+		return fmt.Errorf("check statistics of %s: %w", partition, err)
+	}
+	needs, err := pgx.CollectOneRow(rows, pgx.RowTo[bool])
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil // no partition yet: the rows are in attempts_default
+	case err != nil:
+		return fmt.Errorf("check statistics of %s: %w", partition, err)
+	case !needs:
+		return nil
+	}
 	if _, err := db.Exec(ctx, "ANALYZE (SKIP_LOCKED) "+pgx.Identifier{partition}.Sanitize()); err != nil {
 		return fmt.Errorf("analyze %s: %w", partition, err)
 	}

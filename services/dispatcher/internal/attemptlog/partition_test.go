@@ -275,3 +275,90 @@ SELECT coalesce((SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $1
 		t.Fatalf("a batch of 300 attempts read %d tuples of a partition of 22,400: not a key lookup each", got)
 	}
 }
+
+// A writer analyzes a partition only while it needs it: a second writer
+// (another replica, or one restarted) storing its own first rows does not
+// analyze a partition analyzed since and grown little, and does once it
+// has grown by half.
+func TestWritersAnalyzeAPartitionOnlyAsItGrows(t *testing.T) {
+	t.Parallel()
+	_, dbURL := pgtest.NewPool(t)
+	ctx := t.Context()
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1 // so that the test can make the writes' counts reach the server
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	now := time.Now().UTC()
+	if err := EnsurePartitions(ctx, pool, now, 1); err != nil {
+		t.Fatal(err)
+	}
+	part := PartitionName(now)
+	outcomes := func(prefix string, n int) []*hooklinev1.AttemptOutcome {
+		var outs []*hooklinev1.AttemptOutcome
+		for i := range n {
+			d := fmt.Sprintf("dlv_%s%d", prefix, i)
+			outs = append(outs, &hooklinev1.AttemptOutcome{
+				DeliveryId: d, TenantId: "acme", EventId: "evt_" + d, EndpointId: "ep_1", Attempt: 1,
+				StartedAt: timestamppb.New(now), DurationMs: 3, StatusCode: 200, Succeeded: true,
+				Status: hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED,
+			})
+		}
+		return outs
+	}
+	flush := func() {
+		t.Helper()
+		for _, q := range []string{`SELECT pg_stat_force_next_flush()`, `SELECT 1`} {
+			if _, err := pool.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	analyzed := func() int64 {
+		t.Helper()
+		var n int64
+		if err := pool.QueryRow(ctx, `SELECT pg_stat_get_analyze_count(to_regclass($1))`, part).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	first := New(pool, nil, slog.New(slog.DiscardHandler))
+	if err := first.record(ctx, outcomes("a", 400)); err != nil {
+		t.Fatal(err)
+	}
+	if n := analyzed(); n != 1 {
+		t.Fatalf("analyzed %d times after the first writer's 400 rows, want 1", n)
+	}
+	// Analyzed by someone else (autovacuum, another replica) once the
+	// first writer's rows are counted: the changes since are 0 now.
+	flush()
+	if _, err := pool.Exec(ctx, "ANALYZE "+part); err != nil {
+		t.Fatal(err)
+	}
+	second := New(pool, nil, slog.New(slog.DiscardHandler))
+	if err := second.record(ctx, outcomes("b", 150)); err != nil {
+		t.Fatal(err)
+	}
+	flush()
+	if n := analyzed(); n != 2 {
+		t.Fatalf("analyzed %d times after a second writer's 150 rows on a partition of 400, want 2 (the first writer's and the other one)", n)
+	}
+	// Other writers' rows, which the second does not count.
+	if _, err := pool.Exec(ctx, fmt.Sprintf(`
+INSERT INTO %s (delivery_id, attempt, tenant_id, event_id, endpoint_id, started_at, duration_ms, succeeded)
+SELECT 'dlv_other' || g, 1, 'acme', 'evt_other' || g, 'ep_1', $1, 5, true FROM generate_series(1, 100) g`, part), now); err != nil {
+		t.Fatal(err)
+	}
+	flush()
+	if err := second.record(ctx, outcomes("c", 60)); err != nil { // its count passes 200
+		t.Fatal(err)
+	}
+	if n := analyzed(); n != 3 {
+		t.Fatalf("analyzed %d times once 250 rows came after an ANALYZE of 400, want 3", n)
+	}
+}
