@@ -202,16 +202,7 @@ func TestAttemptLookupsStayCheapAsPartitionFills(t *testing.T) {
 	t.Parallel()
 	_, dbURL := pgtest.NewPool(t)
 	ctx := t.Context()
-	cfg, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 1 // one connection, whose plans are cached
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := oneConnPool(t, dbURL) // one connection, whose plans are cached
 	other, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -223,42 +214,19 @@ func TestAttemptLookupsStayCheapAsPartitionFills(t *testing.T) {
 		t.Fatal(err)
 	}
 	part := PartitionName(now)
-	outcomes := func(prefix string, n int) []*hooklinev1.AttemptOutcome {
-		var outs []*hooklinev1.AttemptOutcome
-		for i := range n {
-			d := fmt.Sprintf("dlv_%s%d", prefix, i)
-			outs = append(outs, &hooklinev1.AttemptOutcome{
-				DeliveryId: d, TenantId: "acme", EventId: "evt_" + d, EndpointId: "ep_1", Attempt: 1,
-				StartedAt: timestamppb.New(now), DurationMs: 3, StatusCode: 200, Succeeded: true,
-				Status: hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED,
-			})
-		}
-		return outs
-	}
 	w := New(pool, nil, slog.New(slog.DiscardHandler))
 	// Batches as the writer takes them at load, more of them than the five
 	// custom plans PostgreSQL makes before it may cache a generic one.
 	for i := range 8 {
-		if err := w.record(ctx, outcomes(fmt.Sprintf("warm%d_", i), 300)); err != nil {
+		if err := w.record(ctx, succeeded(now, fmt.Sprintf("warm%d_", i), 300)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The rest of a busy morning, faster than autovacuum notices.
-	if _, err := pool.Exec(ctx, fmt.Sprintf(`
-INSERT INTO %s (delivery_id, attempt, tenant_id, event_id, endpoint_id, started_at, duration_ms, succeeded)
-SELECT 'dlv_bulk' || g, 1, 'acme', 'evt_bulk' || g, 'ep_1', $1, 5, true FROM generate_series(1, 20000) g`, part), now); err != nil {
-		t.Fatal(err)
-	}
+	bulkAttempts(t, pool, part, "bulk", 20000, now)
 	read := func() int64 {
 		t.Helper()
-		// Stats reach the shared view when the writing backend reports
-		// them; make it report now.
-		if _, err := pool.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pool.Exec(ctx, `SELECT 1`); err != nil {
-			t.Fatal(err)
-		}
+		flushStats(t, pool)
 		var n int64
 		if err := other.QueryRow(ctx, `
 SELECT coalesce((SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $1), 0)
@@ -268,7 +236,7 @@ SELECT coalesce((SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $1
 		return n
 	}
 	before := read()
-	if err := w.record(ctx, outcomes("late", 300)); err != nil {
+	if err := w.record(ctx, succeeded(now, "late", 300)); err != nil {
 		t.Fatal(err)
 	}
 	if got := read() - before; got > 2000 {
@@ -284,16 +252,7 @@ func TestWritersAnalyzeAPartitionOnlyAsItGrows(t *testing.T) {
 	t.Parallel()
 	_, dbURL := pgtest.NewPool(t)
 	ctx := t.Context()
-	cfg, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 1 // so that the test can make the writes' counts reach the server
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := oneConnPool(t, dbURL) // so that the test can make the writes' counts reach the server
 	now := time.Now().UTC()
 	if err := EnsurePartitions(ctx, pool, now, 1); err != nil {
 		t.Fatal(err)
@@ -304,26 +263,6 @@ func TestWritersAnalyzeAPartitionOnlyAsItGrows(t *testing.T) {
 	if _, err := pool.Exec(ctx, "ALTER TABLE "+part+" SET (autovacuum_enabled = false)"); err != nil {
 		t.Fatal(err)
 	}
-	outcomes := func(prefix string, n int) []*hooklinev1.AttemptOutcome {
-		var outs []*hooklinev1.AttemptOutcome
-		for i := range n {
-			d := fmt.Sprintf("dlv_%s%d", prefix, i)
-			outs = append(outs, &hooklinev1.AttemptOutcome{
-				DeliveryId: d, TenantId: "acme", EventId: "evt_" + d, EndpointId: "ep_1", Attempt: 1,
-				StartedAt: timestamppb.New(now), DurationMs: 3, StatusCode: 200, Succeeded: true,
-				Status: hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED,
-			})
-		}
-		return outs
-	}
-	flush := func() {
-		t.Helper()
-		for _, q := range []string{`SELECT pg_stat_force_next_flush()`, `SELECT 1`} {
-			if _, err := pool.Exec(ctx, q); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	analyzed := func() int64 {
 		t.Helper()
 		var n int64
@@ -333,7 +272,7 @@ func TestWritersAnalyzeAPartitionOnlyAsItGrows(t *testing.T) {
 		return n
 	}
 	first := New(pool, nil, slog.New(slog.DiscardHandler))
-	if err := first.record(ctx, outcomes("a", 400)); err != nil {
+	if err := first.record(ctx, succeeded(now, "a", 400)); err != nil {
 		t.Fatal(err)
 	}
 	if n := analyzed(); n != 1 {
@@ -341,29 +280,79 @@ func TestWritersAnalyzeAPartitionOnlyAsItGrows(t *testing.T) {
 	}
 	// Analyzed by someone else (autovacuum, another replica) once the
 	// first writer's rows are counted: the changes since are 0 now.
-	flush()
+	flushStats(t, pool)
 	if _, err := pool.Exec(ctx, "ANALYZE "+part); err != nil {
 		t.Fatal(err)
 	}
 	second := New(pool, nil, slog.New(slog.DiscardHandler))
-	if err := second.record(ctx, outcomes("b", 150)); err != nil {
+	if err := second.record(ctx, succeeded(now, "b", 150)); err != nil {
 		t.Fatal(err)
 	}
-	flush()
+	flushStats(t, pool)
 	if n := analyzed(); n != 2 {
 		t.Fatalf("analyzed %d times after a second writer's 150 rows on a partition of 400, want 2 (the first writer's and the other one)", n)
 	}
 	// Other writers' rows, which the second does not count.
-	if _, err := pool.Exec(ctx, fmt.Sprintf(`
-INSERT INTO %s (delivery_id, attempt, tenant_id, event_id, endpoint_id, started_at, duration_ms, succeeded)
-SELECT 'dlv_other' || g, 1, 'acme', 'evt_other' || g, 'ep_1', $1, 5, true FROM generate_series(1, 100) g`, part), now); err != nil {
-		t.Fatal(err)
-	}
-	flush()
-	if err := second.record(ctx, outcomes("c", 60)); err != nil { // its count passes 200
+	bulkAttempts(t, pool, part, "other", 100, now)
+	flushStats(t, pool)
+	if err := second.record(ctx, succeeded(now, "c", 60)); err != nil { // its count passes 200
 		t.Fatal(err)
 	}
 	if n := analyzed(); n != 3 {
 		t.Fatalf("analyzed %d times once 250 rows came after an ANALYZE of 400, want 3", n)
+	}
+}
+
+// oneConnPool is a pool of one connection to dbURL: every statement of a
+// test runs on it, with its cached plans and its not yet reported stats.
+func oneConnPool(t *testing.T, dbURL string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// flushStats makes the connection of a one-connection pool report its
+// table statistics to the server now (it does so at most once a second).
+func flushStats(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	for _, q := range []string{`SELECT pg_stat_force_next_flush()`, `SELECT 1`} {
+		if _, err := pool.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// succeeded returns n successful first attempts to ep_1 at at, each of its
+// own delivery and event named after prefix.
+func succeeded(at time.Time, prefix string, n int) []*hooklinev1.AttemptOutcome {
+	outs := make([]*hooklinev1.AttemptOutcome, n)
+	for i := range outs {
+		d := fmt.Sprintf("dlv_%s%d", prefix, i)
+		outs[i] = &hooklinev1.AttemptOutcome{
+			DeliveryId: d, TenantId: "acme", EventId: "evt_" + d, EndpointId: "ep_1", Attempt: 1,
+			StartedAt: timestamppb.New(at), DurationMs: 3, StatusCode: 200, Succeeded: true,
+			Status: hooklinev1.DeliveryStatus_DELIVERY_STATUS_SUCCEEDED,
+		}
+	}
+	return outs
+}
+
+// bulkAttempts inserts n attempts to ep_1 at at straight into partition,
+// as other writers would, unseen by any Writer's counts.
+func bulkAttempts(t *testing.T, db DB, partition, prefix string, n int, at time.Time) {
+	t.Helper()
+	if _, err := db.Exec(t.Context(), fmt.Sprintf(`
+INSERT INTO %s (delivery_id, attempt, tenant_id, event_id, endpoint_id, started_at, duration_ms, succeeded)
+SELECT 'dlv_%s' || g, 1, 'acme', 'evt_%s' || g, 'ep_1', $1, 5, true FROM generate_series(1, $2::int) g`, partition, prefix, prefix), at, n); err != nil {
+		t.Fatal(err)
 	}
 }
