@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,5 +104,143 @@ func TestCoalescerGroupsWhatArrivesDuringAFlush(t *testing.T) {
 			sizes[i] = len(f)
 		}
 		t.Fatalf("flush sizes %v, want [1 %d]: the callers that arrived during the first flush should go in one", sizes, later)
+	}
+}
+
+// TestCoalescerLingersWhileItemsArriveOften: with a linger, items arriving
+// one after another (each caller alone, no flush running) are flushed
+// together while they arrive more often than one per linger, and the first
+// item, before any rate is known, is not held back.
+func TestCoalescerLingersWhileItemsArriveOften(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		flushes [][]int
+	)
+	flush := func(_ context.Context, items []int) error {
+		mu.Lock()
+		flushes = append(flushes, slices.Clone(items))
+		mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	fresh := NewCoalescer(1, 20, func(int) int { return 1 }, flush).Linger(time.Hour)
+	if err := fresh.Do(ctx, -1); err != nil {
+		t.Fatalf("the first item, with no arrival rate known, waited: %v", err)
+	}
+
+	// The clock stands still and the items so far came a second apart: a
+	// flush waits for its linger (an hour) or for two seconds past the
+	// latest arrival (twice the average gap, which only shrinks as items
+	// come at the same instant), so only the limit of 20 ends it.
+	at := time.Unix(1_000_000, 0)
+	c := NewCoalescer(1, 20, func(int) int { return 1 }, flush).Linger(time.Hour)
+	c.now = func() time.Time { return at }
+	c.seen = arrivals{last: at, gap: time.Second, known: true}
+	mu.Lock()
+	flushes = nil
+	mu.Unlock()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if err := c.Do(ctx, i); err != nil {
+				t.Errorf("item %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	sizes := make([]int, len(flushes))
+	for i, f := range flushes {
+		sizes[i] = len(f)
+	}
+	if !slices.Equal(sizes, []int{20}) {
+		t.Fatalf("flush sizes %v, want [20]: items arriving one after another should wait for each other", sizes)
+	}
+}
+
+// TestCoalescerLingerEndsWhenArrivalsStop: callers taking turns (each calls
+// again once its item is flushed) are not held for the whole linger: a
+// flush goes once no caller came for twice the average gap. With the
+// linger alone, every turn would wait an hour.
+func TestCoalescerLingerEndsWhenArrivalsStop(t *testing.T) {
+	t.Parallel()
+	var flushes atomic.Int64
+	flush := func(context.Context, []int) error {
+		flushes.Add(1)
+		return nil
+	}
+	at := time.Unix(1_000_000, 0)
+	c := NewCoalescer(1, 100, func(int) int { return 1 }, flush).Linger(time.Hour)
+	c.now = func() time.Time { return at }
+	c.seen = arrivals{last: at, gap: time.Millisecond, known: true}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for caller := range 4 {
+		wg.Go(func() {
+			for turn := range 25 {
+				if err := c.Do(ctx, caller*100+turn); err != nil {
+					t.Errorf("caller %d, turn %d: %v", caller, turn, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := flushes.Load(); n < 25 {
+		t.Errorf("%d flushes for 4 callers taking 25 turns each, want at least 25", n)
+	}
+}
+
+// TestArrivalsAverage: the linger applies only while the average gap
+// between arrivals is below it, and a long pause turns it off until the
+// rate is back.
+func TestArrivalsAverage(t *testing.T) {
+	t.Parallel()
+	const limit = 10 * time.Millisecond
+	c := NewCoalescer(1, 100, func(int) int { return 1 }, func(context.Context, []int) error { return nil }).Linger(limit)
+	at := time.Unix(1_000_000, 0)
+	c.now = func() time.Time { return at }
+	var a arrivals
+	lingers := func() bool {
+		_, ok := c.lingerFor(&coalesceReq[int]{at: at}, &a)
+		return ok
+	}
+	a.observe(at)
+	if lingers() {
+		t.Fatal("after one arrival a flush lingers: no rate is known yet")
+	}
+	step := func(n int, gap time.Duration) {
+		for range n {
+			at = at.Add(gap)
+			a.observe(at)
+		}
+	}
+	step(50, 20*time.Millisecond) // 50 a second: under one per linger
+	if lingers() {
+		t.Errorf("at 50/s a flush lingers (average gap %v, linger %v)", a.gap, limit)
+	}
+	step(1, 100*time.Microsecond) // two requests at once, once
+	if lingers() {
+		t.Errorf("at 50/s, after two arrivals together, a flush lingers (average gap %v, linger %v)", a.gap, limit)
+	}
+	step(30, 500*time.Microsecond) // 2,000 a second
+	if !lingers() {
+		t.Errorf("at 2,000/s a flush does not linger (average gap %v, linger %v)", a.gap, limit)
+	}
+	step(1, time.Hour) // a pause
+	if lingers() {
+		t.Errorf("after an hour's pause a flush lingers (average gap %v, linger %v)", a.gap, limit)
+	}
+	step(40, 500*time.Microsecond)
+	if !lingers() {
+		t.Errorf("40 arrivals after the pause a flush does not linger (average gap %v, linger %v)", a.gap, limit)
+	}
+	a.observe(at.Add(-time.Second)) // a caller's clock reading from before the last
+	if a.gap < 0 {
+		t.Errorf("an arrival out of order made the gap negative: %v", a.gap)
 	}
 }

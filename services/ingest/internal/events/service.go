@@ -54,6 +54,18 @@ const (
 	groupStatements = 1000
 )
 
+// singleLinger is how long a single event (POST /events, one NATS intake
+// message) may wait for others to share its insert statement, and again
+// its Events message, while they arrive more often than one per
+// singleLinger, and only until they stop coming (see
+// [store.Coalescer.Linger]). Without it, at 2,000 single events a second a
+// flush was often over before the next request came: fewer than 2 events
+// per statement and per message. With it, events travel grouped from
+// ingest on, so fan-out and the dispatcher get fewer, fuller messages too
+// (bench fixed-2000, A/B: PostgreSQL CPU per event 16-20% lower, all
+// processes 6-14%, p50 and p99 no higher). At 200 a second nothing waits.
+const singleLinger = time.Millisecond
+
 // retryAfter is the Retry-After, in seconds, of a 503 answered when an event
 // cannot be made durable.
 const retryAfter = 2
@@ -114,8 +126,8 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, cfg config.Config, log *slo
 		intakeLanes:    128,
 		nakDelay:       2 * time.Second,
 	}
-	s.singles = store.NewCoalescer(groupWorkers, MaxBatch, func(*item) int { return 1 }, s.insertBatch)
-	s.publishes = store.NewCoalescer(groupWorkers, groupMaxEvents, func(published) int { return 1 }, s.publishTogether)
+	s.singles = store.NewCoalescer(groupWorkers, MaxBatch, func(*item) int { return 1 }, s.insertBatch).Linger(singleLinger)
+	s.publishes = store.NewCoalescer(groupWorkers, groupMaxEvents, func(published) int { return 1 }, s.publishTogether).Linger(singleLinger)
 	return s
 }
 
