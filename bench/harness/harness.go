@@ -60,6 +60,9 @@ type Report struct {
 	Durability []string
 	Ceilings   Ceilings
 	Results    []Result
+	// Runs holds every scenario's runs in round order, for the ratios
+	// between scenarios (see [pairedRatio]).
+	Runs map[string][]Result
 	// Text is the formatted report: the table, the ceilings, the targets.
 	Text string
 	// Files lists the files written.
@@ -189,8 +192,10 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			runs[i] = append(runs[i], res)
 		}
 	}
-	for _, rs := range runs {
+	rep.Runs = map[string][]Result{}
+	for i, rs := range runs {
 		rep.Results = append(rep.Results, median(rs))
+		rep.Runs[scenarios[i].Name] = rs
 	}
 	rep.Text = format(rep)
 	if o.OutDir != "" {

@@ -231,3 +231,35 @@ func TestSelectScenarios(t *testing.T) {
 		t.Fatal("an unknown scenario was accepted")
 	}
 }
+
+// TestPairedRatio: a ratio between scenarios is the median of the ratios
+// within each round, not the ratio of the two medians, and falls back to
+// the medians without runs of both in every round.
+func TestPairedRatio(t *testing.T) {
+	run := func(name string, v float64) Result {
+		return Result{Scenario: Scenario{Name: name}, EventsPerSec: v}
+	}
+	events := func(r Result) float64 { return r.EventsPerSec }
+	rep := &Report{Runs: map[string][]Result{
+		// The host was fast in round 1 for batch only: the medians would
+		// say 50% (100 against 200), each round says 95% twice.
+		"batch": {run("batch", 300), run("batch", 100), run("batch", 200)},
+		"keys":  {run("keys", 100), run("keys", 95), run("keys", 190)},
+		"short": {run("short", 50)},
+	}}
+	rep.Results = []Result{median(rep.Runs["batch"]), median(rep.Runs["keys"]), median(rep.Runs["short"])}
+	p, ok := pairedRatio(rep, "keys", "batch", events)
+	if !ok || p.median != 0.95 || p.lo != 100.0/300 || p.hi != 0.95 || p.rounds != 3 {
+		t.Errorf("paired ratio %+v (ok %v), want median 0.95, range 0.33–0.95 over 3 rounds", p, ok)
+	}
+	if got := p.String(); got != "95.0% (rounds 33.3–95.0%)" {
+		t.Errorf("shown as %q", got)
+	}
+	p, ok = pairedRatio(rep, "short", "batch", events)
+	if !ok || p.median != 0.25 || p.rounds != 1 {
+		t.Errorf("ratio without a run per round %+v (ok %v), want the medians' 0.25", p, ok)
+	}
+	if _, ok := pairedRatio(rep, "missing", "batch", events); ok {
+		t.Error("a ratio for a scenario that did not run")
+	}
+}
