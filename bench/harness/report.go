@@ -186,33 +186,27 @@ func (r ratio) String() string {
 func pairedRatio(rep *Report, name, base string, get func(Result) float64) (ratio, bool) {
 	rs, bs := rep.Runs[name], rep.Runs[base]
 	if len(rs) == 0 || len(rs) != len(bs) {
-		var r, b *Result
-		for i := range rep.Results {
-			switch rep.Results[i].Name {
+		rs, bs = nil, nil
+		for _, r := range rep.Results {
+			switch r.Name {
 			case name:
-				r = &rep.Results[i]
+				rs = []Result{r}
 			case base:
-				b = &rep.Results[i]
+				bs = []Result{r}
 			}
 		}
-		if r == nil || b == nil || get(*b) <= 0 {
+		if len(rs) == 0 || len(bs) == 0 {
 			return ratio{}, false
 		}
-		f := get(*r) / get(*b)
-		return ratio{median: f, lo: f, hi: f, rounds: 1}, true
 	}
-	fs := make([]float64, 0, len(rs))
+	fs := make([]float64, len(rs))
 	for i := range rs {
 		if get(bs[i]) <= 0 {
 			return ratio{}, false
 		}
-		fs = append(fs, get(rs[i])/get(bs[i]))
+		fs[i] = get(rs[i]) / get(bs[i])
 	}
-	slices.Sort(fs)
-	m := fs[len(fs)/2]
-	if len(fs)%2 == 0 {
-		m = (fs[len(fs)/2-1] + fs[len(fs)/2]) / 2
-	}
+	m := medianOf(fs) // sorts fs
 	return ratio{median: m, lo: fs[0], hi: fs[len(fs)-1], rounds: len(fs)}, true
 }
 

@@ -68,6 +68,15 @@ type Result struct {
 	EventsMin, EventsMax float64
 }
 
+// medianOf is the median of v, which it sorts; v is not empty.
+func medianOf(v []float64) float64 {
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
 // median combines the results of one scenario's rounds: each figure is the
 // median of its values, delivered and expected are totals.
 func median(rs []Result) Result {
@@ -81,11 +90,7 @@ func median(rs []Result) Result {
 		for i, r := range rs {
 			v[i] = get(r)
 		}
-		slices.Sort(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		return medianOf(v)
 	}
 	d := func(get func(Result) time.Duration) time.Duration {
 		return time.Duration(f(func(r Result) float64 { return float64(get(r)) }))

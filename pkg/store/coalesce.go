@@ -146,7 +146,6 @@ func (c *Coalescer[T]) run() {
 			reqs = append(reqs, r)
 		}
 		n := c.weight(reqs[0].item)
-		armed := false
 	collect:
 		for n < c.limit {
 			var r *coalesceReq[T]
@@ -162,7 +161,6 @@ func (c *Coalescer[T]) run() {
 				} else {
 					timer.Reset(d)
 				}
-				armed = true
 				select {
 				case r = <-c.reqs:
 				case <-timer.C:
@@ -178,7 +176,7 @@ func (c *Coalescer[T]) run() {
 			}
 			reqs = append(reqs, r)
 		}
-		if armed {
+		if timer != nil {
 			timer.Stop()
 		}
 		for _, r := range reqs {
