@@ -23,6 +23,7 @@ import (
 	"github.com/hookline/hookline/pkg/signature"
 	"github.com/hookline/hookline/pkg/version"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+	"github.com/hookline/hookline/services/dispatcher/internal/http1"
 )
 
 // Header names of the request (CONTRACT 3.1).
@@ -95,11 +96,16 @@ func ActiveSecrets(ep *hooklinev1.Endpoint, now time.Time) []string {
 	return out
 }
 
-// reserved headers an endpoint's own headers may not override.
+// reserved headers an endpoint's own headers may not override. The API
+// refuses them, and the framing ones (a Transfer-Encoding beside the
+// Content-Length would let an endpoint's configuration split one request
+// into two) are never sent whatever the configuration holds.
 func reserved(name string) bool {
 	n := strings.ToLower(name)
 	return strings.HasPrefix(n, "webhook-") || n == "content-type" || n == "user-agent" ||
-		n == "content-length" || n == "host" || n == headerTrace || n == "tracestate"
+		n == "content-length" || n == "host" || n == headerTrace || n == "tracestate" ||
+		n == "transfer-encoding" || n == "connection" || n == "te" || n == "upgrade" ||
+		n == "keep-alive" || n == "trailer" || n == "proxy-connection"
 }
 
 // NewRequest builds the signed POST of delivery d to ep, signed at now. When
@@ -124,6 +130,11 @@ type prepared struct {
 	static http.Header
 	keys   []signingKey
 	trace  bool
+
+	// target and head are the request on the wire: where it goes, and its
+	// request line and static header lines (the per-attempt ones follow).
+	target http1.Target
+	head   []byte
 }
 
 // signingKey is one secret of the endpoint, decoded, with a pool of HMACs
@@ -161,6 +172,9 @@ func prepare(ep *hooklinev1.Endpoint) *prepared {
 		h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw)))
 	}
 	p.static = h
+	if p.err == nil {
+		p.target, p.head, p.err = wireHead(u, h)
+	}
 	for _, s := range ep.GetSecrets() {
 		k := signingKey{}
 		if s.GetExpiresAt() != nil {
@@ -221,32 +235,51 @@ func (p *prepared) appendSignatures(b []byte, msgID string, ts []byte, body []by
 	return b, nil
 }
 
-// request builds the signed POST of d, signed at now.
+// attemptValues are the values of the headers that change with every
+// attempt, in one buffer: the timestamp, the signatures and, when the
+// endpoint propagates traces, the traceparent.
+type attemptValues struct {
+	vals          []byte
+	tsEnd, sigEnd int // vals[:tsEnd], vals[tsEnd:sigEnd], vals[sigEnd:]
+}
+
+func (a *attemptValues) timestamp() []byte   { return a.vals[:a.tsEnd] }
+func (a *attemptValues) signatures() []byte  { return a.vals[a.tsEnd:a.sigEnd] }
+func (a *attemptValues) traceparent() []byte { return a.vals[a.sigEnd:] }
+
+// sign computes the per-attempt header values of body, the request body of
+// d, signed at now, appending them to vals.
+func (p *prepared) sign(ctx context.Context, vals []byte, d *hooklinev1.Delivery, body []byte, now time.Time) (attemptValues, error) {
+	var scratch [24]byte
+	ts := strconv.AppendInt(scratch[:0], now.Unix(), 10)
+	vals = append(vals, ts...)
+	vals, err := p.appendSignatures(vals, d.GetEventId(), ts, body, now)
+	if err != nil {
+		return attemptValues{}, err
+	}
+	a := attemptValues{tsEnd: len(ts), sigEnd: len(vals)}
+	if p.trace {
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			vals = appendTraceparent(vals, sc)
+		}
+	}
+	a.vals = vals
+	return a, nil
+}
+
+// request builds the signed POST of d, signed at now, as an http.Request:
+// the form [NewRequest] returns. The Sender writes [prepared.wire] instead.
 func (p *prepared) request(ctx context.Context, d *hooklinev1.Delivery, now time.Time) (*http.Request, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
 	body := appendBody(make([]byte, 0, len(d.GetData())+len(d.GetEventType())+64), d)
-	// One buffer holds the timestamp, the signatures and the traceparent.
-	var scratch [24]byte
-	ts := strconv.AppendInt(scratch[:0], now.Unix(), 10)
-	vals := make([]byte, 0, len(ts)+48*len(p.keys)+56)
-	vals = append(vals, ts...)
-	vals, err := p.appendSignatures(vals, d.GetEventId(), ts, body, now)
+	a, err := p.sign(ctx, make([]byte, 0, 24+48*len(p.keys)+56), d, body, now)
 	if err != nil {
 		return nil, err
 	}
-	tp := 0
-	if p.trace {
-		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-			before := len(vals)
-			vals = appendTraceparent(vals, sc)
-			tp = len(vals) - before
-		}
-	}
-	all := string(vals) // one allocation for the three values
-	tsEnd := len(ts)
-	sigEnd := len(all) - tp
+	all := string(a.vals) // one allocation for the three values
+	tsEnd, sigEnd := a.tsEnd, a.sigEnd
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "", bytes.NewReader(body))
 	if err != nil {
@@ -264,7 +297,7 @@ func (p *prepared) request(ctx context.Context, d *hooklinev1.Delivery, now time
 	h[canonicalID] = strs[0:1:1]
 	h[canonicalTimestamp] = strs[1:2:2]
 	h[canonicalSignature] = strs[2:3:3]
-	if tp > 0 {
+	if sigEnd < len(all) {
 		strs[3] = all[sigEnd:]
 		h[canonicalTrace] = strs[3:4:4]
 	}

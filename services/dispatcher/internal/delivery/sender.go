@@ -2,13 +2,13 @@ package delivery
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+	"github.com/hookline/hookline/services/dispatcher/internal/http1"
 )
 
 // Limits of one attempt.
@@ -27,40 +27,29 @@ const (
 // DialContext dials a destination; the SSRF-safe dialer implements it.
 type DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Sender makes attempts over one shared HTTP transport.
+// Sender makes attempts over one shared pool of HTTP/1.1 connections.
 type Sender struct {
-	transport http.RoundTripper
+	client *http1.Client
+	bufs   sync.Pool // of *buffers
 
 	mu       sync.RWMutex
 	prepared map[string]*prepared // by endpoint id, for the configuration in ep
 }
 
 // NewSender returns a Sender whose connections are dialled by dial. It
-// follows no redirects and uses no proxy.
+// follows no redirects (CONTRACT 3.2: a 3xx is the answer) and uses no
+// proxy. Requests are written out in full before they are sent, over
+// keep-alive HTTP/1.1 connections (TLS for https, verified against the
+// system's roots), and the answer is read on the attempt's goroutine (see
+// package http1 for why not net/http's Transport). Many endpoints may share
+// a host: up to 1,024 idle connections are kept per host and port, for 90
+// seconds.
 func NewSender(dial DialContext) *Sender {
-	tr := &http.Transport{
-		Proxy:             nil,
-		DialContext:       dial,
-		ForceAttemptHTTP2: true,
-		MaxIdleConns:      1024,
-		// Many endpoints may share a host (and port): their connections
-		// must all stay open between attempts, or every attempt beyond the
-		// per-host idle limit closes its connection and dials a new one.
-		MaxIdleConnsPerHost:   1024,
-		MaxConnsPerHost:       0,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: MaxTimeout,
+	return &Sender{
+		client:   http1.New(http1.Dial(dial)),
+		bufs:     sync.Pool{New: func() any { return new(buffers) }},
+		prepared: map[string]*prepared{},
 	}
-	// Requests go to the transport directly, not through an http.Client,
-	// which would only add a second deadline (a context and a timer per
-	// attempt) and redirect handling: a transport returns a 3xx as it is
-	// (CONTRACT 3.2: redirects are not followed). Each attempt's context
-	// deadline (at most MaxTimeout) bounds the whole exchange, body
-	// included; the basic auth the client derives from a URL's user info
-	// is added by prepare.
-	return &Sender{transport: tr, prepared: map[string]*prepared{}}
 }
 
 // prepare returns the prepared requests of ep's configuration, building them
@@ -101,28 +90,32 @@ type Result struct {
 	Err  error
 }
 
-// Send makes one attempt of d to ep, signed at now, within ep's timeout.
+// Send makes one attempt of d to ep, signed at now, within ep's timeout,
+// which bounds the whole exchange, the dial and the body included.
 func (s *Sender) Send(ctx context.Context, ep *hooklinev1.Endpoint, d *hooklinev1.Delivery, now time.Time) Result {
 	ctx, cancel := context.WithTimeout(ctx, Timeout(ep))
 	defer cancel()
 	res := Result{StartedAt: now}
-	req, err := s.prepare(ep).request(ctx, d, now)
+	p := s.prepare(ep)
+	bufs := s.bufs.Get().(*buffers)
+	defer func() {
+		if cap(bufs.wire) <= maxPooled && cap(bufs.body) <= maxPooled {
+			s.bufs.Put(bufs)
+		}
+	}()
+	req, err := p.wire(ctx, bufs, d, now)
 	if err != nil {
 		res.Err = &RequestError{Err: err}
 		return res
 	}
 	start := time.Now()
-	resp, err := s.transport.RoundTrip(req)
+	resp, err := s.client.Do(ctx, p.target, req, MaxResponseBody, maxDiscard)
+	res.Duration = time.Since(start)
 	if err != nil {
-		res.Duration = time.Since(start)
 		res.Err = err
 		return res
 	}
-	res.Body, _ = io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDiscard))
-	_ = resp.Body.Close()
-	res.Duration = time.Since(start)
-	res.Response = resp
+	res.Response, res.Body = resp.Response, resp.Body
 	return res
 }
 

@@ -1,0 +1,175 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
+	"github.com/hookline/hookline/services/dispatcher/internal/http1"
+)
+
+// wireHead returns where requests to u go and the start of each on the
+// wire: the request line, Host and the static headers h, one line per
+// value, in the order of their names (as net/http writes them). A header
+// net/http would refuse to send (a name that is not a token, a value with a
+// control character) is an error of the endpoint's configuration.
+func wireHead(u *url.URL, h http.Header) (http1.Target, []byte, error) {
+	var t http1.Target
+	switch u.Scheme {
+	case "http":
+	case "https":
+		t.TLS = true
+	default:
+		return t, nil, fmt.Errorf("build request: unsupported scheme %q", u.Scheme)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return t, nil, errors.New("build request: no host in the URL")
+	}
+	if !printableASCII(host) {
+		return t, nil, fmt.Errorf("build request: host %q is not ASCII (use its punycode form)", host)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if t.TLS {
+			port = "443"
+		}
+	}
+	t.Addr = net.JoinHostPort(host, port)
+	t.Key = u.Scheme + "://" + t.Addr
+	// A zone names the sender's interface: it is dialled, never sent.
+	t.ServerName, _, _ = strings.Cut(host, "%")
+	hostHeader := u.Host
+	if i := strings.Index(hostHeader, "%"); i >= 0 && strings.HasPrefix(hostHeader, "[") {
+		if j := strings.Index(hostHeader, "]"); j > i {
+			hostHeader = hostHeader[:i] + hostHeader[j:]
+		}
+	}
+	uri := u.RequestURI()
+	if !printableASCII(uri) {
+		return t, nil, errors.New("build request: the URL's path is not ASCII")
+	}
+
+	b := make([]byte, 0, 128)
+	b = append(b, "POST "...)
+	b = append(b, uri...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, hostHeader...)
+	b = append(b, "\r\n"...)
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range h {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		if !validHeaderName(k) {
+			return t, nil, fmt.Errorf("build request: invalid header name %q", k)
+		}
+		for _, v := range h[k] {
+			if !validHeaderValue(v) {
+				return t, nil, fmt.Errorf("build request: invalid value of header %q", k)
+			}
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, strings.TrimSpace(v)...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return t, b, nil
+}
+
+// buffers are the scratch space of one attempt's request, reused between
+// attempts.
+type buffers struct {
+	wire, body []byte
+}
+
+// maxPooled is the largest buffer kept for reuse.
+const maxPooled = 64 << 10
+
+// wire returns the signed POST of d, signed at now, in HTTP/1.1 wire form,
+// built in bufs: what [prepared.request] builds, as it is sent.
+func (p *prepared) wire(ctx context.Context, bufs *buffers, d *hooklinev1.Delivery, now time.Time) ([]byte, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	if !validHeaderValue(d.GetEventId()) {
+		return nil, errors.New("build request: the event id is not a valid header value")
+	}
+	body := appendBody(bufs.body[:0], d)
+	bufs.body = body
+	var scratch [256]byte
+	a, err := p.sign(ctx, scratch[:0], d, body, now)
+	if err != nil {
+		return nil, err
+	}
+	b := append(bufs.wire[:0], p.head...)
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n"...)
+	b = appendHeader(b, canonicalID, d.GetEventId())
+	b = appendHeader(b, canonicalTimestamp, a.timestamp())
+	b = appendHeader(b, canonicalSignature, a.signatures())
+	if tp := a.traceparent(); len(tp) > 0 {
+		b = appendHeader(b, canonicalTrace, tp)
+	}
+	b = append(b, "\r\n"...)
+	b = append(b, body...)
+	bufs.wire = b
+	return b, nil
+}
+
+func appendHeader[V string | []byte](b []byte, name string, value V) []byte {
+	b = append(b, name...)
+	b = append(b, ": "...)
+	b = append(b, value...)
+	return append(b, "\r\n"...)
+}
+
+// printableASCII reports whether s is printable ASCII without spaces.
+func printableASCII(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderName reports whether name is an HTTP token (RFC 9110 5.1).
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := range len(name) {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether v holds no control character but tab
+// (CR and LF above all, which would end the header).
+func validHeaderValue(v string) bool {
+	for i := range len(v) {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
