@@ -154,10 +154,12 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	logf("ceilings: load generator → receiver, JetStream publish and consume (%s each)", o.CeilingDuration)
 	rep.Ceilings.HTTP, rep.Ceilings.HTTPErrors, rep.Ceilings.HTTPCPU = httpCeiling(ctx, recv, o.CeilingDuration)
+	rep.Ceilings.ExchangeCPU = exchangeCPU(ctx, recv, o.CeilingDuration)
 	if err := jetStreamCeiling(ctx, js, o.CeilingDuration, &rep.Ceilings); err != nil {
 		return nil, err
 	}
-	logf("  HTTP %.0f req/s, JetStream publish %.0f msg/s, consume+ack %.0f msg/s", rep.Ceilings.HTTP, rep.Ceilings.JSPublish, rep.Ceilings.JSConsume)
+	logf("  HTTP %.0f req/s (CPU per exchange %.1f µs; %.1f µs as the dispatcher makes it), JetStream publish %.0f msg/s, consume+ack %.0f msg/s",
+		rep.Ceilings.HTTP, rep.Ceilings.HTTPCPU*1e6, rep.Ceilings.ExchangeCPU*1e6, rep.Ceilings.JSPublish, rep.Ceilings.JSConsume)
 
 	logf("starting the pipeline from %s", o.BinDir)
 	p, err := startPipeline(ctx, o.BinDir, logDir, pipelineEnv(ns.ClientURL(), db.url))

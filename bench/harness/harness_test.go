@@ -263,3 +263,23 @@ func TestPairedRatio(t *testing.T) {
 		t.Error("a ratio for a scenario that did not run")
 	}
 }
+
+// TestFloorCPU: the floor is the cheaper of the two exchanges measured, and
+// the net/http one when the other was not.
+func TestFloorCPU(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		c    Ceilings
+		want float64
+	}{
+		{Ceilings{HTTPCPU: 40e-6, ExchangeCPU: 25e-6}, 25e-6},
+		{Ceilings{HTTPCPU: 40e-6, ExchangeCPU: 50e-6}, 40e-6},
+		{Ceilings{HTTPCPU: 40e-6}, 40e-6},
+		{Ceilings{ExchangeCPU: 25e-6}, 25e-6},
+		{Ceilings{}, 0},
+	} {
+		if got := tc.c.FloorCPU(); got != tc.want {
+			t.Errorf("%+v: floor %g, want %g", tc.c, got, tc.want)
+		}
+	}
+}

@@ -30,7 +30,7 @@ func format(rep *Report) string {
 	fmt.Fprintf(&b, "ceilings:   load generator → receiver %s req/s; JetStream 1 KiB publish %s msg/s, consume+ack %s msg/s\n",
 		thousands(c.HTTP), thousands(c.JSPublish), thousands(c.JSConsume))
 	if f := c.FloorCPU(); f > 0 {
-		fmt.Fprintf(&b, "floor:      transport alone costs %s CPU per delivery at fan-out 1 (its HTTP exchange; JetStream messages travel grouped, 1 KiB publish %s,\n"+
+		fmt.Fprintf(&b, "floor:      transport alone costs %s CPU per delivery at fan-out 1 (its HTTP exchange as the dispatcher makes it; JetStream messages travel grouped, 1 KiB publish %s,\n"+
 			"            consume+ack %s each), so no design with this topology passes %s deliveries/s on %d cores, before any validation, PostgreSQL or signing\n",
 			micros(f), micros(c.JSPublishCPU), micros(c.JSConsumeCPU),
 			thousands(float64(runtime.NumCPU())/f), runtime.NumCPU())
