@@ -340,8 +340,17 @@ func (cn *conn) exchange(ctx context.Context, req []byte, keep, discard int) (re
 
 	// Chunk sizes and trailers come on top of the body's bytes.
 	cn.budget.n = MaxResponseHeaderBytes + int64(keep) + int64(discard) + 64<<10
-	if _, err := cn.nc.Write(req); err != nil {
-		return Response{}, false, &writeError{err}
+	if _, werr := cn.nc.Write(req); werr != nil {
+		// A server may answer before it has read the whole request (a 413
+		// for a body too large) and close: that answer is the attempt's,
+		// as net/http's Transport returns it too.
+		if r, rerr := http.ReadResponse(cn.br, postRequest); rerr == nil && r.StatusCode >= 200 {
+			body, _ := readAtMost(r.Body, keep)
+			_ = r.Body.Close()
+			r.Body = http.NoBody
+			return Response{Response: r, Body: body}, false, nil
+		}
+		return Response{}, false, &writeError{werr}
 	}
 	var r *http.Response
 	for n := 0; ; n++ {

@@ -354,3 +354,37 @@ func TestDoBoundsWhatIsRead(t *testing.T) {
 		t.Errorf("err %v, want %v", err, errTooLarge)
 	}
 }
+
+// TestDoEarlyAnswer: a server that answers before reading the whole request
+// and closes (a 413 for a body too large) has its answer returned, not the
+// failed write.
+func TestDoEarlyAnswer(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		br := bufio.NewReader(nc)
+		if _, err := http.ReadRequest(br); err != nil { // headers only
+			_ = nc.Close()
+			return
+		}
+		_, _ = io.WriteString(nc, "HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big!")
+		_ = nc.Close() // unread body: the kernel resets the connection
+	}()
+	addr := ln.Addr().String()
+	c := New((&net.Dialer{}).DialContext)
+	resp, err := c.Do(t.Context(), target(addr), post(addr, "/", strings.Repeat("x", 16<<20)), 10, 10)
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || string(resp.Body) != "too big!" {
+		t.Errorf("%d %q", resp.StatusCode, resp.Body)
+	}
+}
