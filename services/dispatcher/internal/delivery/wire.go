@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -54,10 +55,9 @@ func wireHead(u *url.URL, h http.Header) (http1.Target, []byte, error) {
 			hostHeader = hostHeader[:i] + hostHeader[j:]
 		}
 	}
-	uri := u.RequestURI()
-	if !printableASCII(uri) {
-		return t, nil, errors.New("build request: the URL's path is not ASCII")
-	}
+	// The path comes escaped; a query is kept as it was written, so what
+	// is not printable ASCII in it is escaped here, as browsers do.
+	uri := escapeUnprintable(u.RequestURI())
 
 	b := make([]byte, 0, 128)
 	b = append(b, "POST "...)
@@ -65,13 +65,7 @@ func wireHead(u *url.URL, h http.Header) (http1.Target, []byte, error) {
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, hostHeader...)
 	b = append(b, "\r\n"...)
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range h {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(h)) {
 		if !validHeaderName(k) {
 			return t, nil, fmt.Errorf("build request: invalid header name %q", k)
 		}
@@ -134,6 +128,24 @@ func appendHeader[V string | []byte](b []byte, name string, value V) []byte {
 	b = append(b, ": "...)
 	b = append(b, value...)
 	return append(b, "\r\n"...)
+}
+
+// escapeUnprintable percent-encodes the bytes of s that are not printable
+// ASCII (spaces and controls included).
+func escapeUnprintable(s string) string {
+	if printableASCII(s) {
+		return s
+	}
+	const hexDigits = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+16)
+	for i := range len(s) {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			b = append(b, '%', hexDigits[c>>4], hexDigits[c&15])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // printableASCII reports whether s is printable ASCII without spaces.

@@ -46,6 +46,17 @@ func TestWireMatchesRequest(t *testing.T) {
 		{url: "https://[2001:db8::1]:8443/a/b%2Fc", addr: "[2001:db8::1]:8443", serverName: "2001:db8::1", tls: true},
 		{url: "http://example.com/x", addr: "example.com:80", headers: map[string]string{"Authorization": "Bearer t"}},
 	}
+	// A query written with a space and non-ASCII letters is sent escaped.
+	ep := &hooklinev1.Endpoint{Id: "q", Url: "http://example.com/p?name=a b&city=Zürich",
+		Secrets: []*hooklinev1.Secret{{Value: secret}}}
+	w, err := prepare(ep).wire(ctx, new(buffers), d, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(w))); err != nil ||
+		got.URL.Query().Get("name") != "a b" || got.URL.Query().Get("city") != "Zürich" {
+		t.Errorf("escaped query: %v %v", got, err)
+	}
 	for _, tc := range cases {
 		ep := &hooklinev1.Endpoint{Id: "ep_1", Url: tc.url, Headers: tc.headers, PropagateTrace: tc.trace,
 			Secrets: []*hooklinev1.Secret{{Value: secret}, {Value: old, ExpiresAt: timestamppb.New(now.Add(time.Hour))}}}

@@ -60,9 +60,10 @@ const (
 	// deadline.
 	TLSHandshakeTimeout = 10 * time.Second
 	// defaultCheckAfter is how long a connection may idle before it is
-	// checked for a close from the server. Servers close idle connections after seconds
-	// (Node.js after 5, nginx after 75); under load a connection is reused
-	// within milliseconds and never needs the extra system call.
+	// checked for a close from the server. Servers close idle connections
+	// after seconds (Node.js after 5, nginx after 75); under load a
+	// connection is reused within milliseconds and never needs the extra
+	// system call.
 	defaultCheckAfter = 500 * time.Millisecond
 	// sweepEvery is how often idle connections of every target are checked
 	// against the idle timeout (the target in use is checked on every put).
@@ -287,19 +288,6 @@ func (c *Client) sweepLocked(now time.Time, stale []*conn) []*conn {
 		}
 	}
 	return stale
-}
-
-// CloseIdle closes every idle connection.
-func (c *Client) CloseIdle() {
-	c.mu.Lock()
-	idle := c.idle
-	c.idle = map[string][]*conn{}
-	c.mu.Unlock()
-	for _, list := range idle {
-		for _, cn := range list {
-			_ = cn.nc.Close()
-		}
-	}
 }
 
 // aLongTimeAgo is a deadline that has passed: setting it interrupts a
