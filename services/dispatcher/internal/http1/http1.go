@@ -66,7 +66,8 @@ const (
 	// system call.
 	defaultCheckAfter = 500 * time.Millisecond
 	// sweepEvery is how often idle connections of every target are checked
-	// against the idle timeout (the target in use is checked on every put).
+	// against the idle timeout while any is idle (the target in use is also
+	// checked on every put).
 	sweepEvery = 30 * time.Second
 	// max1xx is how many informational responses are skipped before the
 	// final one, as net/http does.
@@ -86,9 +87,11 @@ type Client struct {
 	idleTimeout time.Duration
 	checkAfter  time.Duration
 
-	mu        sync.Mutex
-	idle      map[string][]*conn // by Target.Key, most recently used last
-	lastSweep time.Time
+	mu   sync.Mutex
+	idle map[string][]*conn // by Target.Key, most recently used last
+	// sweeper closes connections idle past the timeout, every sweepEvery
+	// while any connection is idle; nil when none is.
+	sweeper *time.Timer
 }
 
 // New returns a Client that dials with dial.
@@ -233,8 +236,8 @@ func (c *Client) connect(ctx context.Context, t Target) (*conn, error) {
 	return cn, nil
 }
 
-// put returns cn to the idle connections of its target, and now and then
-// closes those of every target that idled too long.
+// put returns cn to the idle connections of its target, closing those of
+// that target that idled too long, and makes sure the sweeper runs.
 func (c *Client) put(cn *conn) {
 	now := time.Now()
 	cn.idleAt = now
@@ -258,9 +261,8 @@ func (c *Client) put(cn *conn) {
 		stale = append(stale, cn)
 	}
 	c.idle[cn.key] = list
-	if now.Sub(c.lastSweep) > sweepEvery {
-		c.lastSweep = now
-		stale = c.sweepLocked(now, stale)
+	if c.sweeper == nil {
+		c.sweeper = time.AfterFunc(sweepEvery, c.sweep)
 	}
 	c.mu.Unlock()
 	for _, s := range stale {
@@ -268,9 +270,13 @@ func (c *Client) put(cn *conn) {
 	}
 }
 
-// sweepLocked removes the connections of every target that idled past the
-// timeout, appending them to stale.
-func (c *Client) sweepLocked(now time.Time, stale []*conn) []*conn {
+// sweep closes the connections of every target that idled past the timeout
+// (those of a target no longer sent to are never taken again), and runs
+// again later while any connection is idle.
+func (c *Client) sweep() {
+	now := time.Now()
+	var stale []*conn
+	c.mu.Lock()
 	for key, list := range c.idle {
 		kept := list[:0]
 		for _, cn := range list {
@@ -287,7 +293,18 @@ func (c *Client) sweepLocked(now time.Time, stale []*conn) []*conn {
 			c.idle[key] = kept
 		}
 	}
-	return stale
+	switch {
+	case len(c.idle) == 0:
+		c.sweeper = nil
+	case c.sweeper == nil:
+		c.sweeper = time.AfterFunc(sweepEvery, c.sweep)
+	default:
+		c.sweeper.Reset(sweepEvery)
+	}
+	c.mu.Unlock()
+	for _, s := range stale {
+		_ = s.nc.Close()
+	}
 }
 
 // aLongTimeAgo is a deadline that has passed: setting it interrupts a

@@ -220,7 +220,7 @@ func TestDoRetriesAWriteOnAClosedConnection(t *testing.T) {
 }
 
 // TestDoDropsConnectionsIdleTooLong: connections past the idle timeout are
-// closed instead of reused, on the next get and by the sweep of put.
+// closed instead of reused, on the next get and by the sweeper.
 func TestDoDropsConnectionsIdleTooLong(t *testing.T) {
 	t.Parallel()
 	addr, conns := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -233,17 +233,32 @@ func TestDoDropsConnectionsIdleTooLong(t *testing.T) {
 		t.Errorf("%d connections, want 2: the stale one was reused", n)
 	}
 
-	// Another target's idle connection, stale, goes at the next sweep.
+	// Another target's idle connection, stale, goes at the next sweep,
+	// and the sweeper stays armed while a connection is idle.
 	other := Target{Key: "other", Addr: addr}
 	do(t, c, other, post(addr, "/", "{}"))
+	c.mu.Lock()
 	c.idle[other.Key][0].idleAt = time.Now().Add(-2 * c.idleTimeout)
-	c.lastSweep = time.Time{}
-	do(t, c, tg, post(addr, "/", "{}"))
+	armed := c.sweeper != nil
+	c.mu.Unlock()
+	if !armed {
+		t.Fatal("no sweeper armed while connections idle")
+	}
+	c.sweep()
 	if n := c.idleConns(other.Key); n != 0 {
 		t.Errorf("%d idle connections of a stale target after a sweep, want 0", n)
 	}
 	if n := c.idleConns(tg.Key); n != 1 {
 		t.Errorf("%d idle connections of the target in use, want 1", n)
+	}
+	c.mu.Lock()
+	c.idle[tg.Key][0].idleAt = time.Now().Add(-2 * c.idleTimeout)
+	c.mu.Unlock()
+	c.sweep()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.idle) != 0 || c.sweeper != nil {
+		t.Errorf("after the last idle connection went: %d targets idle, sweeper %v", len(c.idle), c.sweeper)
 	}
 }
 
