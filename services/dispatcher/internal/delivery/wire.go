@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 	"github.com/hookline/hookline/services/dispatcher/internal/http1"
 )
@@ -46,7 +48,6 @@ func wireHead(u *url.URL, h http.Header) (http1.Target, []byte, error) {
 		}
 	}
 	t.Addr = net.JoinHostPort(host, port)
-	t.Key = u.Scheme + "://" + t.Addr
 	// A zone names the sender's interface: it is dialled, never sent.
 	t.ServerName, _, _ = strings.Cut(host, "%")
 	hostHeader := u.Host
@@ -66,11 +67,11 @@ func wireHead(u *url.URL, h http.Header) (http1.Target, []byte, error) {
 	b = append(b, hostHeader...)
 	b = append(b, "\r\n"...)
 	for _, k := range slices.Sorted(maps.Keys(h)) {
-		if !validHeaderName(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			return t, nil, fmt.Errorf("build request: invalid header name %q", k)
 		}
 		for _, v := range h[k] {
-			if !validHeaderValue(v) {
+			if !httpguts.ValidHeaderFieldValue(v) {
 				return t, nil, fmt.Errorf("build request: invalid value of header %q", k)
 			}
 			b = append(b, k...)
@@ -97,7 +98,7 @@ func (p *prepared) wire(ctx context.Context, bufs *buffers, d *hooklinev1.Delive
 	if p.err != nil {
 		return nil, p.err
 	}
-	if !validHeaderValue(d.GetEventId()) {
+	if !httpguts.ValidHeaderFieldValue(d.GetEventId()) {
 		return nil, errors.New("build request: the event id is not a valid header value")
 	}
 	body := appendBody(bufs.body[:0], d)
@@ -152,34 +153,6 @@ func escapeUnprintable(s string) string {
 func printableASCII(s string) bool {
 	for i := range len(s) {
 		if c := s[i]; c <= ' ' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderName reports whether name is an HTTP token (RFC 9110 5.1).
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := range len(name) {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderValue reports whether v holds no control character but tab
-// (CR and LF above all, which would end the header).
-func validHeaderValue(v string) bool {
-	for i := range len(v) {
-		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
 			return false
 		}
 	}

@@ -35,11 +35,9 @@ import (
 // Dial opens a connection to addr; the SSRF-safe dialer implements it.
 type Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Target is where a request goes.
+// Target is where a request goes. Requests to equal targets share a pool
+// of connections.
 type Target struct {
-	// Key names the pool of connections: requests with equal keys may share
-	// one. Make it from the scheme and Addr.
-	Key string
 	// Addr is the host:port dialled.
 	Addr string
 	// TLS says whether the connection is wrapped in TLS, verified against
@@ -88,7 +86,7 @@ type Client struct {
 	checkAfter  time.Duration
 
 	mu   sync.Mutex
-	idle map[string][]*conn // by Target.Key, most recently used last
+	idle map[Target][]*conn // most recently used last
 	// sweeper closes connections idle past the timeout, every sweepEvery
 	// while any connection is idle; nil when none is.
 	sweeper *time.Timer
@@ -102,13 +100,13 @@ func New(dial Dial) *Client {
 		maxIdle:     DefaultMaxIdlePerTarget,
 		idleTimeout: DefaultIdleTimeout,
 		checkAfter:  defaultCheckAfter,
-		idle:        map[string][]*conn{},
+		idle:        map[Target][]*conn{},
 	}
 }
 
 // conn is one pooled connection.
 type conn struct {
-	key    string
+	target Target
 	nc     net.Conn
 	br     *bufio.Reader // reads from budget
 	budget budget
@@ -190,14 +188,14 @@ func (c *Client) get(ctx context.Context, t Target) (cn *conn, reused bool, err 
 	for {
 		now := time.Now()
 		c.mu.Lock()
-		list := c.idle[t.Key]
+		list := c.idle[t]
 		if len(list) == 0 {
 			c.mu.Unlock()
 			break
 		}
 		cn = list[len(list)-1]
 		list[len(list)-1] = nil
-		c.idle[t.Key] = list[:len(list)-1]
+		c.idle[t] = list[:len(list)-1]
 		c.mu.Unlock()
 		idle := now.Sub(cn.idleAt)
 		if idle > c.idleTimeout || (idle >= c.checkAfter && !alive(cn.nc)) {
@@ -230,7 +228,7 @@ func (c *Client) connect(ctx context.Context, t Target) (*conn, error) {
 		}
 		nc = tc
 	}
-	cn := &conn{key: t.Key, nc: nc}
+	cn := &conn{target: t, nc: nc}
 	cn.budget.r = nc
 	cn.br = bufio.NewReaderSize(&cn.budget, readBufferSize)
 	return cn, nil
@@ -243,7 +241,7 @@ func (c *Client) put(cn *conn) {
 	cn.idleAt = now
 	var stale []*conn
 	c.mu.Lock()
-	list := c.idle[cn.key]
+	list := c.idle[cn.target]
 	// The oldest are first: drop those past the idle timeout.
 	n := 0
 	for n < len(list) && now.Sub(list[n].idleAt) > c.idleTimeout {
@@ -260,7 +258,7 @@ func (c *Client) put(cn *conn) {
 	} else {
 		stale = append(stale, cn)
 	}
-	c.idle[cn.key] = list
+	c.idle[cn.target] = list
 	if c.sweeper == nil {
 		c.sweeper = time.AfterFunc(sweepEvery, c.sweep)
 	}
@@ -277,7 +275,7 @@ func (c *Client) sweep() {
 	now := time.Now()
 	var stale []*conn
 	c.mu.Lock()
-	for key, list := range c.idle {
+	for t, list := range c.idle {
 		kept := list[:0]
 		for _, cn := range list {
 			if now.Sub(cn.idleAt) > c.idleTimeout {
@@ -288,9 +286,9 @@ func (c *Client) sweep() {
 		}
 		clear(list[len(kept):])
 		if len(kept) == 0 {
-			delete(c.idle, key)
+			delete(c.idle, t)
 		} else {
-			c.idle[key] = kept
+			c.idle[t] = kept
 		}
 	}
 	switch {
@@ -380,8 +378,7 @@ func (cn *conn) exchange(ctx context.Context, req []byte, keep, discard int) (re
 
 // readAtMost reads up to n bytes of r.
 func readAtMost(r io.Reader, n int) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, int64(n)))
-	return b, err
+	return io.ReadAll(io.LimitReader(r, int64(n)))
 }
 
 // drain reads and discards up to n bytes of r and reports whether r ended.

@@ -31,7 +31,7 @@ func post(host, path, body string) []byte {
 		strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }
 
-func target(addr string) Target { return Target{Key: "http://" + addr, Addr: addr} }
+func target(addr string) Target { return Target{Addr: addr} }
 
 func do(t *testing.T, c *Client, tg Target, req []byte) Response {
 	t.Helper()
@@ -188,7 +188,7 @@ func TestDoChecksIdleConnections(t *testing.T) {
 		// The server's close reaches the client's socket before the next
 		// request (the close has no "Connection: close" to announce it).
 		deadline := time.Now().Add(5 * time.Second)
-		for c.idleConns(tg.Key) == 1 && alive(c.idle[tg.Key][0].nc) && time.Now().Before(deadline) {
+		for c.idleConns(tg) == 1 && alive(c.idle[tg][0].nc) && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -208,7 +208,7 @@ func TestDoRetriesAWriteOnAClosedConnection(t *testing.T) {
 	tg := target(addr)
 	do(t, c, tg, post(addr, "/", "{}"))
 	deadline := time.Now().Add(5 * time.Second)
-	for alive(c.idle[tg.Key][0].nc) && time.Now().Before(deadline) {
+	for alive(c.idle[tg][0].nc) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	if resp := do(t, c, tg, post(addr, "/", "{}")); resp.StatusCode != 200 {
@@ -227,7 +227,7 @@ func TestDoDropsConnectionsIdleTooLong(t *testing.T) {
 	c := New((&net.Dialer{}).DialContext)
 	tg := target(addr)
 	do(t, c, tg, post(addr, "/", "{}"))
-	c.idle[tg.Key][0].idleAt = time.Now().Add(-2 * c.idleTimeout)
+	c.idle[tg][0].idleAt = time.Now().Add(-2 * c.idleTimeout)
 	do(t, c, tg, post(addr, "/", "{}"))
 	if n := conns.Load(); n != 2 {
 		t.Errorf("%d connections, want 2: the stale one was reused", n)
@@ -235,24 +235,25 @@ func TestDoDropsConnectionsIdleTooLong(t *testing.T) {
 
 	// Another target's idle connection, stale, goes at the next sweep,
 	// and the sweeper stays armed while a connection is idle.
-	other := Target{Key: "other", Addr: addr}
-	do(t, c, other, post(addr, "/", "{}"))
+	addr2, _ := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	other := target(addr2)
+	do(t, c, other, post(addr2, "/", "{}"))
 	c.mu.Lock()
-	c.idle[other.Key][0].idleAt = time.Now().Add(-2 * c.idleTimeout)
+	c.idle[other][0].idleAt = time.Now().Add(-2 * c.idleTimeout)
 	armed := c.sweeper != nil
 	c.mu.Unlock()
 	if !armed {
 		t.Fatal("no sweeper armed while connections idle")
 	}
 	c.sweep()
-	if n := c.idleConns(other.Key); n != 0 {
+	if n := c.idleConns(other); n != 0 {
 		t.Errorf("%d idle connections of a stale target after a sweep, want 0", n)
 	}
-	if n := c.idleConns(tg.Key); n != 1 {
+	if n := c.idleConns(tg); n != 1 {
 		t.Errorf("%d idle connections of the target in use, want 1", n)
 	}
 	c.mu.Lock()
-	c.idle[tg.Key][0].idleAt = time.Now().Add(-2 * c.idleTimeout)
+	c.idle[tg][0].idleAt = time.Now().Add(-2 * c.idleTimeout)
 	c.mu.Unlock()
 	c.sweep()
 	c.mu.Lock()
@@ -262,10 +263,10 @@ func TestDoDropsConnectionsIdleTooLong(t *testing.T) {
 	}
 }
 
-func (c *Client) idleConns(key string) int {
+func (c *Client) idleConns(t Target) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.idle[key])
+	return len(c.idle[t])
 }
 
 // TestDoTimeoutAndCancel: a server that never answers costs the attempt its
@@ -306,7 +307,7 @@ func TestDoTimeoutAndCancel(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("cancel: %v, want context.Canceled", err)
 	}
-	if n := c.idleConns(tg.Key); n != 0 {
+	if n := c.idleConns(tg); n != 0 {
 		t.Errorf("%d idle connections after interrupted exchanges, want 0", n)
 	}
 	if n := accepted.Load(); n != 2 {
@@ -329,7 +330,7 @@ func TestDoTLS(t *testing.T) {
 	c.tls = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	// httptest's certificate names example.com and 127.0.0.1.
-	tg := Target{Key: "https://" + srv.Listener.Addr().String(), Addr: srv.Listener.Addr().String(), TLS: true, ServerName: "example.com"}
+	tg := Target{Addr: srv.Listener.Addr().String(), TLS: true, ServerName: "example.com"}
 	for range 2 {
 		resp := do(t, c, tg, post("example.com:"+port, "/", "{}"))
 		if resp.StatusCode != 200 || string(resp.Body) != "HTTP/1.1" {
@@ -340,7 +341,7 @@ func TestDoTLS(t *testing.T) {
 		t.Errorf("%d dials, want 1", n)
 	}
 	bad := tg
-	bad.Key, bad.ServerName = "bad", "hookline.invalid"
+	bad.ServerName = "hookline.invalid"
 	_, err := c.Do(t.Context(), bad, post("hookline.invalid", "/", "{}"), 10, 10)
 	var hostErr x509.HostnameError
 	if !errors.As(err, &hostErr) {
