@@ -188,6 +188,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 				res.EventsPerSec, res.DeliveriesPerSec, fmtDur(res.P50), fmtDur(res.P99), res.Delivered, res.Expected, res.SendErrors)
 			logf("  CPU ms per delivery: ingest %.3f, fanout %.3f, dispatcher %.3f, bench %.3f, postgres %.3f",
 				res.CPUPer1k[binIngest], res.CPUPer1k[binFanout], res.CPUPer1k[binDispatcher], res.CPUPer1k["bench"], res.CPUPer1k["postgres"])
+			if res.Stages.N > 0 {
+				logf("  by stage, p50 / p99: %s", stageLine(res.Stages))
+			}
 			if res.SendErrorSample != "" {
 				logf("  first send error: %s", res.SendErrorSample)
 			}

@@ -74,6 +74,34 @@ func TestRunTiny(t *testing.T) {
 			t.Errorf("%s: the services used no CPU: %v", r.Name, r.CPUPer1k)
 		}
 	}
+	// fixed-200 splits its latency by stage; batch (max rate) does not.
+	for _, r := range rep.Results {
+		st := r.Stages
+		switch r.Name {
+		case "fixed-200":
+			if st.N != 200 {
+				t.Errorf("fixed-200: %d deliveries split by stage, want 200", st.N)
+			}
+			// The stages run one after another from the send to the
+			// arrival, so none of their medians can pass the end-to-end
+			// 99th percentile, and the first two take time.
+			for name, p := range map[string]StagePct{"accept": st.Accept, "fanout": st.Fanout, "dispatch": st.Dispatch, "deliver": st.Deliver} {
+				if p.P50 > p.P99 || p.P50 > r.P99 {
+					t.Errorf("fixed-200: stage %s p50 %s p99 %s (end to end p99 %s)", name, p.P50, p.P99, r.P99)
+				}
+			}
+			if st.Accept.P50 <= 0 || st.Fanout.P50 <= 0 {
+				t.Errorf("fixed-200: stages %+v", st)
+			}
+		default:
+			if st.N != 0 {
+				t.Errorf("%s: split by stage (%d), want only fixed-rate scenarios", r.Name, st.N)
+			}
+		}
+	}
+	if !strings.Contains(rep.Text, "latency by stage") {
+		t.Errorf("report lacks the stages:\n%s", rep.Text)
+	}
 	if rep.Ceilings.HTTP <= 0 || rep.Ceilings.JSPublish <= 0 || rep.Ceilings.JSConsume <= 0 {
 		t.Errorf("ceilings not measured: %+v", rep.Ceilings)
 	}
@@ -281,5 +309,47 @@ func TestFloorCPU(t *testing.T) {
 		if got := tc.c.FloorCPU(); got != tc.want {
 			t.Errorf("%+v: floor %g, want %g", tc.c, got, tc.want)
 		}
+	}
+}
+
+func TestSplitStages(t *testing.T) {
+	t.Parallel()
+	at := func(ms float64) time.Time {
+		return time.Unix(1000, 0).Add(time.Duration(ms * float64(time.Millisecond)))
+	}
+	var rs []stageRow
+	for i := range 100 {
+		// Every stage takes i ms, but the fan-out's 4 × i: each stage's
+		// percentiles are its own.
+		f := float64(i)
+		rs = append(rs, stageRow{sent: at(0), accepted: at(f), fanned: at(5 * f), started: at(6 * f), arrived: at(7 * f)})
+	}
+	s := splitStages(rs)
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	want := Stages{N: 100,
+		Accept:   StagePct{P50: ms(49), P99: ms(98)},
+		Fanout:   StagePct{P50: ms(4 * 49), P99: ms(4 * 98)},
+		Dispatch: StagePct{P50: ms(49), P99: ms(98)},
+		Deliver:  StagePct{P50: ms(49), P99: ms(98)},
+	}
+	if s != want {
+		t.Errorf("splitStages = %+v, want %+v", s, want)
+	}
+	if s := splitStages(nil); s != (Stages{}) {
+		t.Errorf("splitStages(nil) = %+v", s)
+	}
+
+	// Rounds that split nothing (max rate) do not count in the median.
+	one := func(d time.Duration) Stages {
+		p := StagePct{P50: d, P99: 2 * d}
+		return Stages{N: 10, Accept: p, Fanout: p, Dispatch: p, Deliver: p}
+	}
+	m := medianStages([]Result{{Stages: one(3)}, {}, {Stages: one(1)}, {Stages: one(2)}})
+	if m != (Stages{N: 30, Accept: StagePct{2, 4}, Fanout: StagePct{2, 4}, Dispatch: StagePct{2, 4}, Deliver: StagePct{2, 4}}) {
+		t.Errorf("medianStages = %+v", m)
+	}
+	if got := stageLine(one(time.Millisecond)); got != "accepted 1.00ms / 2.00ms, fanned out +1.00ms / +2.00ms, attempt started +1.00ms / +2.00ms, arrived +1.00ms / +2.00ms" {
+		// The first stage has no "+": it starts at the send.
+		t.Errorf("stageLine = %q", got)
 	}
 }

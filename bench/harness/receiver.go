@@ -18,7 +18,7 @@ import (
 const EventDataBytes = 1024
 
 // maxEndpoints bounds the endpoints of one scenario (endpoint indexes share
-// a key with sequence numbers in [tracker.seen]).
+// a key with sequence numbers in [tracker.arrived]).
 const maxEndpoints = 256
 
 var pad = strings.Repeat("x", EventDataBytes)
@@ -70,7 +70,7 @@ type tracker struct {
 	healthy int
 
 	mu        sync.Mutex
-	seen      map[int64]struct{} // seq*maxEndpoints + endpoint
+	arrived   map[int64]int64 // seq*maxEndpoints + endpoint → arrival, Unix ns
 	latencies []time.Duration
 	first     time.Time
 	last      time.Time
@@ -85,7 +85,7 @@ func newTracker(run int64, healthy int, expect int) *tracker {
 	return &tracker{
 		run:       run,
 		healthy:   healthy,
-		seen:      make(map[int64]struct{}, expect),
+		arrived:   make(map[int64]int64, expect),
 		latencies: make([]time.Duration, 0, expect),
 		perEP:     make([]int64, healthy),
 	}
@@ -98,11 +98,11 @@ func (t *tracker) record(endpoint int, seq, sent int64, at time.Time) {
 	k := seq*maxEndpoints + int64(endpoint)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, dup := t.seen[k]; dup {
+	if _, dup := t.arrived[k]; dup {
 		t.dups++
 		return
 	}
-	t.seen[k] = struct{}{}
+	t.arrived[k] = at.UnixNano()
 	t.latencies = append(t.latencies, at.Sub(time.Unix(0, sent)))
 	if t.first.IsZero() {
 		t.first = at
@@ -110,6 +110,14 @@ func (t *tracker) record(endpoint int, seq, sent int64, at time.Time) {
 	t.last = at
 	t.perEP[endpoint]++
 	t.unique.Add(1)
+}
+
+// arrival returns when the first delivery of seq reached endpoint.
+func (t *tracker) arrival(seq int64, endpoint int) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ns, ok := t.arrived[seq*maxEndpoints+int64(endpoint)]
+	return time.Unix(0, ns), ok
 }
 
 // everyEndpoint reports whether every healthy endpoint has received at least

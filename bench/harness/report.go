@@ -84,6 +84,21 @@ func format(rep *Report) string {
 		b.WriteString("\ntargets (issue 9):\n")
 		b.WriteString(indent(align(t, true), "  "))
 	}
+	var split [][]string
+	for _, r := range rep.Results {
+		if r.Stages.N > 0 {
+			split = append(split, []string{r.Name, stageLine(r.Stages)})
+		}
+	}
+	if len(split) > 0 {
+		b.WriteString("\nlatency by stage, p50 / p99 of each stage on its own (they do not add up to the end-to-end figures):\n")
+		for _, row := range split {
+			fmt.Fprintf(&b, "  %-11s %s\n", row[0], row[1])
+		}
+		b.WriteString("  accepted: scheduled send → accepted_at (load generator queue, HTTP, ingest); fanned out: → fan-out's deliveries-row\n")
+		b.WriteString("  statement (ingest's insert and commit, its publish, JetStream, fan-out); attempt started: → the successful attempt's\n")
+		b.WriteString("  start (JetStream, the dispatcher); arrived: → arrival at the receiver\n")
+	}
 	var warn []string
 	for _, r := range rep.Results {
 		if r.SendErrors > 0 {

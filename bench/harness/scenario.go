@@ -66,6 +66,9 @@ type Result struct {
 	// and EventsMax are the range of their events/s.
 	Rounds               int
 	EventsMin, EventsMax float64
+	// Stages splits the latency by stage (fixed-rate scenarios with one
+	// endpoint; N is 0 elsewhere).
+	Stages Stages
 }
 
 // medianOf is the median of v, which it sorts; v is not empty.
@@ -103,6 +106,7 @@ func median(rs []Result) Result {
 	out.Max = d(func(r Result) time.Duration { return r.Max })
 	out.Elapsed = d(func(r Result) time.Duration { return r.Elapsed })
 	out.EventsMin, out.EventsMax = rs[0].EventsPerSec, rs[0].EventsPerSec
+	out.Stages = medianStages(rs)
 	for _, r := range rs {
 		out.Accepted += r.Accepted
 		out.SendErrors += r.SendErrors
@@ -244,6 +248,15 @@ func (e *env) runScenario(ctx context.Context, idx int, sc Scenario) (res Result
 	res.PeakRSS = e.peaks()
 	if err := e.p.checkAlive(); err != nil {
 		return res, err
+	}
+	if sc.Rate > 0 && sc.Endpoints == 1 && sc.Failing == 0 {
+		// After the CPU sample: the query is the harness's work, not the
+		// pipeline's.
+		st, err := e.db.stages(ctx, tenant, g.t)
+		if err != nil {
+			e.log("  latency not split by stage: %v", err)
+		}
+		res.Stages = st
 	}
 
 	if len(lat) > 0 {
