@@ -109,17 +109,25 @@ func (d *database) drop() error {
 	return nil
 }
 
-// checkpoint runs a PostgreSQL CHECKPOINT: the dirty buffers of what ran
-// before are written now, instead of during the next measurement (it needs
-// a superuser or the pg_checkpoint role).
-func (d *database) checkpoint(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+// settle does now what PostgreSQL would do after the scenarios that ran
+// before, so that none of it lands in the next measurement: VACUUM (ANALYZE)
+// removes their dead rows (the outbox rows ingest deleted, the old versions
+// of updated deliveries rows) and refreshes the planner's statistics, as
+// autovacuum would within a minute of them (a server may run with
+// autovacuum off, as CI machines do; queue-like tables then only grow, and
+// every scan of them costs more as the run goes on), and CHECKPOINT writes
+// their dirty buffers (it needs a superuser or the pg_checkpoint role).
+func (d *database) settle(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, d.url)
 	if err != nil {
-		return fmt.Errorf("connect for checkpoint: %w", err)
+		return fmt.Errorf("connect to vacuum and checkpoint: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "VACUUM (ANALYZE)"); err != nil {
+		return fmt.Errorf("vacuum: %w", err)
+	}
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -142,8 +150,8 @@ func (d *database) durability(ctx context.Context) string {
 		}
 		return v
 	}
-	return fmt.Sprintf("PostgreSQL %s: fsync=%s, synchronous_commit=%s, wal_sync_method=%s",
-		get("server_version"), get("fsync"), get("synchronous_commit"), get("wal_sync_method"))
+	return fmt.Sprintf("PostgreSQL %s: fsync=%s, synchronous_commit=%s, wal_sync_method=%s, autovacuum=%s (VACUUM and CHECKPOINT before every scenario)",
+		get("server_version"), get("fsync"), get("synchronous_commit"), get("wal_sync_method"), get("autovacuum"))
 }
 
 func redact(raw string) string {

@@ -213,12 +213,13 @@ func (e *env) runScenario(ctx context.Context, idx int, sc Scenario) (res Result
 		return res, err
 	}
 	waitQuiet(ctx, e.js, 10*time.Second)
-	// The previous scenario's aftermath (PostgreSQL's autovacuum and
-	// checkpoint, say) must not land in this one's figures. A checkpoint
-	// the previous scenario's WAL started is spread over minutes of disk
-	// writes that leave the CPUs idle: finish it now.
-	if err := e.db.checkpoint(ctx); err != nil {
-		e.log("  %v (figures may include the previous scenario's checkpoint)", err)
+	// The previous scenarios' aftermath (their dead rows, PostgreSQL's
+	// checkpoint) must not land in this one's figures. A checkpoint the
+	// previous scenario's WAL started is spread over minutes of disk writes
+	// that leave the CPUs idle: finish it now, after the vacuum that
+	// autovacuum would have run by now.
+	if err := e.db.settle(ctx); err != nil {
+		e.log("  %v (figures may include the previous scenarios' dead rows or checkpoint)", err)
 	}
 	waitIdle(ctx, idleBusy, max(20*time.Second, e.opts.scaled(20*time.Second)))
 
