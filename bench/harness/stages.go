@@ -36,16 +36,26 @@ type StagePct struct{ P50, P99 time.Duration }
 
 // stagesSQL reads, for each event of one run of a tenant, its send time (the
 // load generator's, in the data), its acceptance, its deliveries row's
-// creation (now() of fan-out's statement) and the start of its successful
-// attempt.
+// creation (now() of fan-out's statement) and the start of its first
+// successful attempt. The joins are LATERAL (the first kept a subquery by
+// OFFSET 0), so each is an index lookup per event whatever the planner's
+// statistics say: they were taken before the scenario, when the tenant had
+// no rows, and a plain join was then planned as a nested loop that read all
+// of the tenant's deliveries rows for each of its events (no answer within
+// a minute at 20,000 events; 0.6 s this way).
 const stagesSQL = `
 SELECT (e.data->>'bench_seq')::bigint,
        (e.data->>'bench_sent')::bigint,
        e.accepted_at, d.created_at, a.started_at
 FROM events e
-JOIN deliveries d ON d.tenant_id = e.tenant_id AND d.event_id = e.id
-JOIN attempts a ON a.tenant_id = d.tenant_id AND a.event_id = d.event_id
-               AND a.endpoint_id = d.endpoint_id AND a.delivery_id = d.id AND a.succeeded
+CROSS JOIN LATERAL (
+    SELECT id, endpoint_id, created_at FROM deliveries
+    WHERE tenant_id = e.tenant_id AND event_id = e.id OFFSET 0) d
+CROSS JOIN LATERAL (
+    SELECT started_at FROM attempts
+    WHERE tenant_id = e.tenant_id AND event_id = e.id AND endpoint_id = d.endpoint_id
+      AND delivery_id = d.id AND succeeded
+    ORDER BY started_at LIMIT 1) a
 WHERE e.tenant_id = $1 AND (e.data->>'bench_run')::bigint = $2`
 
 // stageRow is one delivery's moments.
