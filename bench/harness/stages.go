@@ -78,7 +78,6 @@ func (d *database) stages(ctx context.Context, tenant string, t *tracker) (Stage
 		return Stages{}, fmt.Errorf("read the moments of each delivery: %w", err)
 	}
 	var rs []stageRow
-	seen := map[int64]bool{}
 	for rows.Next() {
 		var (
 			seq, sent int64
@@ -89,11 +88,10 @@ func (d *database) stages(ctx context.Context, tenant string, t *tracker) (Stage
 			return Stages{}, fmt.Errorf("read the moments of each delivery: %w", err)
 		}
 		at, ok := t.arrival(seq, 0)
-		if !ok || seen[seq] {
-			// Not arrived (or a repeated attempt's row): nothing to split.
+		if !ok {
+			// Not arrived: nothing to split.
 			continue
 		}
-		seen[seq] = true
 		r.sent, r.arrived = time.Unix(0, sent), at
 		rs = append(rs, r)
 	}
