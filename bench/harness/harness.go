@@ -41,6 +41,9 @@ type Options struct {
 	CeilingDuration time.Duration
 	// OutDir, when set, receives <date>.md and latest.md.
 	OutDir string
+	// StagesDir, when set, receives the moments of each delivery of every
+	// fixed-rate run, as <scenario>-run<N>.csv (see writeStages).
+	StagesDir string
 	// Commit names the code measured (shown in the report).
 	Commit string
 	// Progress receives progress lines (discarded if nil).

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +37,7 @@ func TestRunTiny(t *testing.T) {
 		t.Skip("starts the whole pipeline")
 	}
 	bin := buildServices(t)
-	out := t.TempDir()
+	out, stagesDir := t.TempDir(), t.TempDir()
 	rep, err := Run(t.Context(), Options{
 		BinDir:          bin,
 		DatabaseURL:     os.Getenv("TEST_DATABASE_URL"),
@@ -43,6 +45,7 @@ func TestRunTiny(t *testing.T) {
 		Events:          200,
 		CeilingDuration: 300 * time.Millisecond,
 		OutDir:          out,
+		StagesDir:       stagesDir,
 		Commit:          "test",
 		Progress:        testWriter{t},
 	})
@@ -97,6 +100,33 @@ func TestRunTiny(t *testing.T) {
 			if st.N != 0 {
 				t.Errorf("%s: split by stage (%d), want only fixed-rate scenarios", r.Name, st.N)
 			}
+		}
+	}
+	// The moments of each of fixed-200's deliveries (run 2), one line each
+	// after the header, in send order; nothing for batch.
+	files, err := filepath.Glob(filepath.Join(stagesDir, "*"))
+	if err != nil || len(files) != 1 || filepath.Base(files[0]) != "fixed-200-run2.csv" {
+		t.Errorf("-stages wrote %q (%v), want fixed-200-run2.csv alone", files, err)
+	} else if b, err := os.ReadFile(files[0]); err != nil {
+		t.Error(err)
+	} else {
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		if len(lines) != 201 || !strings.HasPrefix(lines[0], "seq,sent_us,") {
+			t.Errorf("fixed-200-run2.csv: %d lines, header %q; want 201 and the header", len(lines), lines[0])
+		}
+		prev := int64(0)
+		for _, l := range lines[1:] {
+			f := strings.Split(l, ",")
+			if len(f) != 7 || slices.Contains(f[:3], "") || slices.Contains(f[4:], "") {
+				t.Errorf("fixed-200-run2.csv: line %q", l)
+				break
+			}
+			sent, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil || sent < prev {
+				t.Errorf("fixed-200-run2.csv: line %q not in send order", l)
+				break
+			}
+			prev = sent
 		}
 	}
 	if !strings.Contains(rep.Text, "latency by stage") {
@@ -351,5 +381,34 @@ func TestSplitStages(t *testing.T) {
 	if got := stageLine(one(time.Millisecond)); got != "accepted 1.00ms / 2.00ms, fanned out +1.00ms / +2.00ms, attempt started +1.00ms / +2.00ms, arrived +1.00ms / +2.00ms" {
 		// The first stage has no "+": it starts at the send.
 		t.Errorf("stageLine = %q", got)
+	}
+}
+
+func TestWriteStages(t *testing.T) {
+	t.Parallel()
+	at := func(us int64) time.Time { return time.UnixMicro(us) }
+	rs := []stageRow{
+		{seq: 2, sent: at(2000), accepted: at(2100), fanned: at(2500), started: at(2600), arrived: at(2700)},
+		{seq: 1, sent: at(1000), accepted: at(1100), committed: at(1300), fanned: at(1500), started: at(1600), arrived: at(1700)},
+	}
+	path := filepath.Join(t.TempDir(), "fixed-200-run1.csv")
+	if err := writeStages(path, rs); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "seq,sent_us,accepted_us,committed_us,fanned_out_us,attempt_started_us,arrived_us\n" +
+		"1,1000,1100,1300,1500,1600,1700\n" +
+		"2,2000,2100,,2500,2600,2700\n"
+	if string(b) != want {
+		t.Errorf("file:\n%s\nwant:\n%s", b, want)
+	}
+	if rs[0].seq != 2 {
+		t.Error("writeStages reordered its argument")
+	}
+	if err := writeStages(filepath.Join(t.TempDir(), "missing", "x.csv"), rs); err == nil {
+		t.Error("writeStages into a missing directory: no error")
 	}
 }

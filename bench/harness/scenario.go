@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -253,11 +254,19 @@ func (e *env) runScenario(ctx context.Context, idx int, sc Scenario) (res Result
 	if sc.Rate > 0 && sc.Endpoints == 1 && sc.Failing == 0 {
 		// After the CPU sample: the query is the harness's work, not the
 		// pipeline's.
-		st, err := e.db.stages(ctx, tenant, g.t)
+		rs, err := e.db.stages(ctx, tenant, g.t)
 		if err != nil {
 			e.log("  latency not split by stage: %v", err)
 		}
-		res.Stages = st
+		res.Stages = splitStages(rs)
+		if dir := e.opts.StagesDir; dir != "" && err == nil {
+			path := filepath.Join(dir, fmt.Sprintf("%s-run%d.csv", sc.Name, idx+1))
+			if err := writeStages(path, rs); err != nil {
+				e.log("  %v", err)
+			} else {
+				e.log("  moments of each delivery in %s", path)
+			}
+		}
 	}
 
 	if len(lat) > 0 {

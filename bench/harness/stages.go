@@ -3,7 +3,10 @@ package harness
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,17 +39,22 @@ type StagePct struct{ P50, P99 time.Duration }
 
 // stagesSQL reads, for each event of one run of a tenant, its send time (the
 // load generator's, in the data), its acceptance, its deliveries row's
-// creation (now() of fan-out's statement) and the start of its first
-// successful attempt. The joins are LATERAL (the first kept a subquery by
-// OFFSET 0), so each is an index lookup per event whatever the planner's
-// statistics say: they were taken before the scenario, when the tenant had
-// no rows, and a plain join was then planned as a nested loop that read all
-// of the tenant's deliveries rows for each of its events (no answer within
-// a minute at 20,000 events; 0.6 s this way).
+// creation (now() of fan-out's statement), the start of its first
+// successful attempt and, where PostgreSQL tracks commit timestamps
+// (track_commit_timestamp=on, off by default), the commit of the event's
+// insert (the events row is never updated, so its xmin is that transaction;
+// the deliveries row is, by the attempt log). The joins are LATERAL (the
+// first kept a subquery by OFFSET 0), so each is an index lookup per event
+// whatever the planner's statistics say: they were taken before the
+// scenario, when the tenant had no rows, and a plain join was then planned
+// as a nested loop that read all of the tenant's deliveries rows for each of
+// its events (no answer within a minute at 20,000 events; 0.6 s this way).
 const stagesSQL = `
 SELECT (e.data->>'bench_seq')::bigint,
        (e.data->>'bench_sent')::bigint,
-       e.accepted_at, d.created_at, a.started_at
+       e.accepted_at, d.created_at, a.started_at,
+       CASE WHEN current_setting('track_commit_timestamp')::bool
+            THEN pg_xact_commit_timestamp(e.xmin) END
 FROM events e
 CROSS JOIN LATERAL (
     SELECT id, endpoint_id, created_at FROM deliveries
@@ -58,36 +66,42 @@ CROSS JOIN LATERAL (
     ORDER BY started_at LIMIT 1) a
 WHERE e.tenant_id = $1 AND (e.data->>'bench_run')::bigint = $2`
 
-// stageRow is one delivery's moments.
+// stageRow is one delivery's moments. committed is zero unless PostgreSQL
+// tracks commit timestamps.
 type stageRow struct {
-	sent, accepted, fanned, started, arrived time.Time
+	seq                                                 int64
+	sent, accepted, committed, fanned, started, arrived time.Time
 }
 
-// stages splits the latency of the deliveries of tenant's run t to its one
-// healthy endpoint (index 0).
-func (d *database) stages(ctx context.Context, tenant string, t *tracker) (Stages, error) {
+// stages reads the moments of the deliveries of tenant's run t to its one
+// healthy endpoint (index 0), those that arrived.
+func (d *database) stages(ctx context.Context, tenant string, t *tracker) ([]stageRow, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, d.url)
 	if err != nil {
-		return Stages{}, fmt.Errorf("connect to split latency by stage: %w", err)
+		return nil, fmt.Errorf("connect to split latency by stage: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	rows, err := conn.Query(ctx, stagesSQL, tenant, t.run)
 	if err != nil {
-		return Stages{}, fmt.Errorf("read the moments of each delivery: %w", err)
+		return nil, fmt.Errorf("read the moments of each delivery: %w", err)
 	}
 	var rs []stageRow
 	for rows.Next() {
 		var (
-			seq, sent int64
+			sent      int64
+			committed *time.Time
 			r         stageRow
 		)
-		if err := rows.Scan(&seq, &sent, &r.accepted, &r.fanned, &r.started); err != nil {
+		if err := rows.Scan(&r.seq, &sent, &r.accepted, &r.fanned, &r.started, &committed); err != nil {
 			rows.Close()
-			return Stages{}, fmt.Errorf("read the moments of each delivery: %w", err)
+			return nil, fmt.Errorf("read the moments of each delivery: %w", err)
 		}
-		at, ok := t.arrival(seq, 0)
+		if committed != nil {
+			r.committed = *committed
+		}
+		at, ok := t.arrival(r.seq, 0)
 		if !ok {
 			// Not arrived: nothing to split.
 			continue
@@ -96,9 +110,34 @@ func (d *database) stages(ctx context.Context, tenant string, t *tracker) (Stage
 		rs = append(rs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return Stages{}, fmt.Errorf("read the moments of each delivery: %w", err)
+		return nil, fmt.Errorf("read the moments of each delivery: %w", err)
 	}
-	return splitStages(rs), nil
+	return rs, nil
+}
+
+// writeStages writes rs to path as CSV, one line per delivery in send
+// order: its sequence number and each moment in microseconds since the Unix
+// epoch (committed empty where PostgreSQL does not track commit
+// timestamps). For looking at single deliveries, such as which stage a
+// stalled one waited in and what else was late at that moment.
+func writeStages(path string, rs []stageRow) error {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b stageRow) int { return a.sent.Compare(b.sent) })
+	var b strings.Builder
+	b.WriteString("seq,sent_us,accepted_us,committed_us,fanned_out_us,attempt_started_us,arrived_us\n")
+	us := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return strconv.FormatInt(t.UnixMicro(), 10)
+	}
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%d,%s,%s,%s,%s,%s,%s\n", r.seq, us(r.sent), us(r.accepted), us(r.committed), us(r.fanned), us(r.started), us(r.arrived))
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write the moments of each delivery: %w", err)
+	}
+	return nil
 }
 
 // splitStages computes the percentiles of each stage of rs.

@@ -78,6 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	window := fs.Int64("window", 0, "most deliveries outstanding at max rate (default 5000)")
 	commit := fs.String("commit", "", "the code measured, shown in the report (default: git describe)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (embedded NATS, load generator, receiver) to this file")
+	stagesDir := fs.String("stages", "", "write the moments of each delivery of every fixed-rate run to this directory, as <scenario>-run<N>.csv")
 	pprofAddr := fs.String("pprof", "", "serve this process's /debug/pprof/ on this address (e.g. 127.0.0.1:6061), to profile one scenario")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,6 +103,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if *stagesDir != "" {
+		if err := os.MkdirAll(*stagesDir, 0o755); err != nil {
+			return fmt.Errorf("directory for -stages: %w", err)
+		}
+	}
 	if *commit == "" {
 		*commit = describe()
 	}
@@ -120,6 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Events:      *events,
 		Window:      *window,
 		OutDir:      *outDir,
+		StagesDir:   *stagesDir,
 		Commit:      *commit,
 		Progress:    stderr,
 	})
