@@ -17,6 +17,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/config"
 	"github.com/hookline/hookline/pkg/logging"
+	"github.com/hookline/hookline/pkg/sysmon"
 	"github.com/hookline/hookline/pkg/telemetry"
 	"github.com/hookline/hookline/pkg/version"
 )
@@ -65,4 +66,19 @@ func Main(ctx context.Context, name string, need config.Need, run RunFunc, geten
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// Reexec is the first thing a service's main does, before [Main]: if the
+// configuration Main would load is valid, it replaces the process with
+// itself with the Go runtime setting of package sysmon (less CPU and
+// latency under moderate load). A bad configuration is left to Main, which
+// reports it in one line: the setting may print a line of its own on
+// stderr (see package sysmon). It returns if it did not replace the process.
+func Reexec(name string, need config.Need, getenv func(string) string, stderr io.Writer) {
+	if _, err := config.Load(getenv, need); err != nil {
+		return
+	}
+	if err := sysmon.Reexec(); err != nil {
+		_, _ = fmt.Fprintf(stderr, "%s: %v; running on\n", name, err)
+	}
 }

@@ -13,10 +13,14 @@ import (
 )
 
 func main() {
+	service.Reexec("hookline-dispatcher", need, os.Getenv, os.Stderr)
 	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
+// need is what the service requires of its configuration.
+var need = config.Need{NATS: true, Database: true}
+
 // run is main with its inputs as arguments; it returns the exit status.
 func run(ctx context.Context, _ []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	return service.Main(ctx, "hookline-dispatcher", config.Need{NATS: true, Database: true}, dispatcher.Run, getenv, stdout, stderr)
+	return service.Main(ctx, "hookline-dispatcher", need, dispatcher.Run, getenv, stdout, stderr)
 }

@@ -22,10 +22,16 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 1 { // the service, not a command
+		service.Reexec(name, need, os.Getenv, os.Stderr)
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
 const name = ingest.ServiceName
+
+// need is what the service (no command) requires of its configuration.
+var need = config.Need{NATS: true, Database: true, AdminToken: true}
 
 // run is main with its inputs as arguments; it returns the exit status.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -75,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 
-	return service.Main(ctx, name, config.Need{NATS: true, Database: true, AdminToken: true}, ingest.Run, getenv, stdout, stderr)
+	return service.Main(ctx, name, need, ingest.Run, getenv, stdout, stderr)
 }
 
 func oneLine(err error) string { return config.FirstLine(err) }
