@@ -44,10 +44,11 @@ const Setting = "schedtrace=2147483647"
 // key is Setting's name.
 const key = "schedtrace"
 
-// set reports whether godebug, a value of GODEBUG, names schedtrace.
+// set reports whether godebug, a value of GODEBUG, names schedtrace as the
+// runtime reads it (comma-separated name=value, nothing trimmed).
 func set(godebug string) bool {
 	for field := range strings.SplitSeq(godebug, ",") {
-		name, _, ok := strings.Cut(strings.TrimSpace(field), "=")
+		name, _, ok := strings.Cut(field, "=")
 		if ok && name == key {
 			return true
 		}
@@ -64,10 +65,9 @@ func withSetting(environ []string) []string {
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok && !found {
 			found = true
-			if v = strings.TrimSpace(v); v != "" {
-				kv = "GODEBUG=" + Setting + "," + v
-			} else {
-				kv = "GODEBUG=" + Setting
+			kv = "GODEBUG=" + Setting
+			if v != "" {
+				kv += "," + v
 			}
 		}
 		out = append(out, kv)
