@@ -101,13 +101,9 @@ func (f *faultEnv) startPrivatePG() {
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	c, err := localpg.New(dir, port, slog.New(slog.DiscardHandler))
+	// freeport: no other server of this process gets the port while
+	// PostgreSQL initialises its directory, before it listens.
+	c, err := localpg.New(dir, freeport.Port(t), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("private PostgreSQL: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -332,15 +333,41 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 	b.start(t)
 	b.start(t)
 	// Both replicas must see each other before the rate is shared.
+	var hb jetstream.KeyValue
 	waitWithin(t, 20*time.Second, "two heartbeats", func() bool {
 		kv, err := b.js.KeyValue(t.Context(), "hookline_dispatchers")
 		if err != nil {
 			return false
 		}
+		hb = kv
 		keys, err := kv.Keys(t.Context())
 		return err == nil && len(keys) == 2
 	})
-	time.Sleep(2500 * time.Millisecond) // one more beat: each counted the other
+	// A replica beats by writing its key and then listing the keys; once
+	// each key has been written twice more, each replica has listed both
+	// since (a beat can come late on a loaded machine, so this waits for
+	// the writes instead of sleeping a beat). A missed change only makes
+	// this wait longer.
+	revs, changes := map[string]uint64{}, map[string]int{}
+	waitWithin(t, 20*time.Second, "each replica counted the other", func() bool {
+		keys, err := hb.Keys(t.Context())
+		if err != nil {
+			return false
+		}
+		done := len(keys) == 2
+		for _, k := range keys {
+			e, err := hb.Get(t.Context(), k)
+			if err != nil {
+				return false
+			}
+			if last, ok := revs[k]; ok && e.Revision() != last {
+				changes[k]++
+			}
+			revs[k] = e.Revision()
+			done = done && changes[k] >= 2
+		}
+		return done
+	})
 	const total = 25
 	for n := range total {
 		b.publishOrdered(t, "ep_1", "", n)

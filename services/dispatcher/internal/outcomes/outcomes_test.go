@@ -26,6 +26,18 @@ func setup(t *testing.T) jetstream.JetStream {
 	return js
 }
 
+// waitUntil polls cond until it holds, for at most 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func outcome(i int) *hooklinev1.AttemptOutcome {
 	return &hooklinev1.AttemptOutcome{DeliveryId: fmt.Sprintf("dlv_%04d", i), TenantId: "acme", EndpointId: "ep_1", Attempt: 1, Succeeded: true, StatusCode: 200}
 }
@@ -182,13 +194,16 @@ func TestLingerEndsWithUrgentOutcome(t *testing.T) {
 	js := setup(t)
 	b := outcomes.New(js)
 	b.Linger = time.Hour
-	b.Start()
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
+	// The first outcome waits in the queue until Start, so that it is
+	// gathered, and lingering, before the urgent one is handed in.
 	lingering := make(chan error, 1)
 	go func() { lingering <- b.Publish(ctx, outcome(1), "", false) }()
-	time.Sleep(100 * time.Millisecond) // let it be gathered first
+	waitUntil(t, "the first outcome queued", func() bool { return outcomes.Queued(b) == 1 })
+	b.Start()
+	waitUntil(t, "the first outcome gathered", func() bool { return outcomes.Queued(b) == 0 })
 	if err := b.Publish(ctx, outcome(2), "", true); err != nil {
 		t.Fatal(err)
 	}

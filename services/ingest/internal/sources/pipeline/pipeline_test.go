@@ -67,8 +67,6 @@ func TestGitHubPushReachesEndpoint(t *testing.T) {
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	start("ingest", ingest.Run, cfgFor(apiAddr))
-	start("fanout", fanout.Run, cfgFor("off"))
-	start("dispatcher", dispatcher.Run, cfgFor("off"))
 
 	got := make(chan delivery, 10)
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -128,6 +126,12 @@ func TestGitHubPushReachesEndpoint(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("create source: %d %v", code, src)
 	}
+	// Fan-out and the dispatcher start now, so that the endpoint is in
+	// their first load of the configuration: one started before would learn
+	// of it through its watch, a moment after the API answered, and the push
+	// could be fanned out before that.
+	start("fanout", fanout.Run, cfgFor("off"))
+	start("dispatcher", dispatcher.Run, cfgFor("off"))
 
 	push := []byte(`{"ref":"refs/heads/main","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","repository":{"full_name":"octo/hello"}}`)
 	m := hmac.New(sha256.New, []byte(ghSecret))
