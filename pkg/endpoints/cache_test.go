@@ -150,3 +150,66 @@ func TestCacheOpensSealedSecrets(t *testing.T) {
 		})
 	}
 }
+
+// TestCacheRefresh: Refresh applies the bucket's version of one endpoint at
+// once, without a watch running, and never goes back to an older one.
+func TestCacheRefresh(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	kv, err := bus.EnsureEndpointsBucket(ctx, js, bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := endpoints.NewCache(kv, slog.New(slog.DiscardHandler)) // no Run: only Get and Refresh fill it
+	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_a", TenantId: "acme", Url: "http://a", Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if ep, err := cache.Get(ctx, "ep_a"); err != nil || ep.GetDisabled() {
+		t.Fatalf("Get = %v, %v", ep, err)
+	}
+	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_a", TenantId: "acme", Url: "http://a", Version: 2, Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if ep, _ := cache.Get(ctx, "ep_a"); ep.GetDisabled() {
+		t.Fatal("the cache saw version 2 before Refresh: the test proves nothing")
+	}
+	if err := cache.Refresh(ctx, "ep_a"); err != nil {
+		t.Fatal(err)
+	}
+	if ep, _ := cache.Get(ctx, "ep_a"); !ep.GetDisabled() || ep.GetVersion() != 2 {
+		t.Fatalf("after Refresh: %v, want version 2, disabled", ep)
+	}
+	// An older version in the bucket (a late writer) does not win.
+	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_a", TenantId: "acme", Url: "http://a", Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Refresh(ctx, "ep_a"); err != nil {
+		t.Fatal(err)
+	}
+	if ep, _ := cache.Get(ctx, "ep_a"); ep.GetVersion() != 2 {
+		t.Fatalf("after refreshing an older version: %v, want version 2", ep)
+	}
+	// A deleted key, and one that never existed.
+	if err := kv.Delete(ctx, "ep_a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Refresh(ctx, "ep_a"); err != nil {
+		t.Fatal(err)
+	}
+	if ep, _ := cache.Get(ctx, "ep_a"); !ep.GetDeleted() {
+		t.Fatalf("after refreshing a deleted key: %v, want deleted", ep)
+	}
+	if err := cache.Refresh(ctx, "ep_none"); err != nil {
+		t.Fatalf("refresh of an unknown id: %v", err)
+	}
+	if ep, err := cache.Get(ctx, "ep_none"); err != nil || ep != nil {
+		t.Fatalf("unknown id after Refresh: %v, %v", ep, err)
+	}
+}

@@ -196,6 +196,29 @@ func (c *Cache) Get(ctx context.Context, id string) (*hooklinev1.Endpoint, error
 	return c.byID[id], nil
 }
 
+// Refresh reads endpoint id from the bucket now and applies it, for a
+// writer that must not act on the version it replaced while its own watch
+// catches up (an older version arriving later changes nothing).
+func (c *Cache) Refresh(ctx context.Context, id string) error {
+	e, err := c.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		// A key deleted from the bucket reads as not found; the watch
+		// applies a deletion as a deleted endpoint, and so does this.
+		c.mu.RLock()
+		_, known := c.byID[id]
+		c.mu.RUnlock()
+		if known {
+			c.set(id, &hooklinev1.Endpoint{Id: id, Deleted: true})
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("refresh endpoint %s from KV: %w", id, err)
+	}
+	c.apply(e)
+	return nil
+}
+
 // Keep runs [Cache.Run] until ctx ends, restarting the watch (after a
 // second, logged) whenever it stops on its own.
 func (c *Cache) Keep(ctx context.Context) {

@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	h := dispatch.NewHandler(cache,
 		delivery.NewSender(ssrf.NewDialer(cfg.AllowPrivateDestinations, dialTimeout).DialContext),
 		parker.Park,
-		func(ctx context.Context, id string) error { return disableEndpoint(ctx, pool, kv, id) },
+		func(ctx context.Context, id string) error { return disableEndpoint(ctx, pool, kv, cache, id) },
 		js, log)
 	h.Hold = parker.Hold
 	h.Keys = parking.New(pool)
@@ -331,9 +331,10 @@ func checkHeadLookup(ctx context.Context, head keylane.HeadFunc) error {
 	return nil
 }
 
-// disableEndpoint disables an endpoint that answered 410 Gone and publishes
-// the change to every replica.
-func disableEndpoint(ctx context.Context, pool *pgxpool.Pool, kv jetstream.KeyValue, id string) error {
+// disableEndpoint disables an endpoint that answered 410 Gone, publishes
+// the change to every replica and applies it to this one's cache at once,
+// so that its next delivery to the endpoint does not wait for the watch.
+func disableEndpoint(ctx context.Context, pool *pgxpool.Pool, kv jetstream.KeyValue, cache *endpoints.Cache, id string) error {
 	if _, err := pool.Exec(ctx, `
 UPDATE endpoints
 SET disabled = true, disabled_at = now(), disabled_reason = 'endpoint answered 410 Gone',
@@ -344,6 +345,8 @@ WHERE id = $1 AND NOT disabled`, id); err != nil {
 	if err := endpoints.Sync(ctx, pool, kv, id); err != nil {
 		return fmt.Errorf("sync disabled endpoint %s: %w", id, err)
 	}
+	// The watch applies the change anyway; refreshing only saves its delay.
+	_ = cache.Refresh(ctx, id)
 	return nil
 }
 
