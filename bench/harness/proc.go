@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -126,14 +127,27 @@ func (s *service) stop(within time.Duration) error {
 	}
 }
 
-// freeAddr returns a free 127.0.0.1 address.
+// handedOut holds every address freeAddr returned: the kernel may give a
+// probe the port of the probe it just closed, before the service it was
+// meant for listens on it (a service's HTTP and ops addresses are chosen
+// one after the other).
+var handedOut sync.Map
+
+// freeAddr returns a 127.0.0.1 address nothing listened on when asked and
+// that it did not return before.
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("find a free port: %w", err)
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("find a free port: 100 probes gave only ports handed out before")
 }
 
 // cpuSeconds is the user plus system CPU time pid has used.

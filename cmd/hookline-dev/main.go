@@ -136,14 +136,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() { _ = shutdownTelemetry(context.WithoutCancel(ctx)) }()
 
-	ingestAddr, err := freeAddr()
+	addrs, err := freeAddrs(2)
 	if err != nil {
 		return err
 	}
-	deadAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	ingestAddr, deadAddr := addrs[0], addrs[1]
 	public, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *addr, err)
@@ -256,13 +253,20 @@ Ctrl-C stops everything; the next run reuses the data.
 `, base, token, natsURL, pg, dir)
 }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+// freeAddrs returns n free 127.0.0.1 addresses, all different: their
+// probes are open at once (one probe closed before the next may get the
+// same port back).
+func freeAddrs(n int) ([]string, error) {
+	addrs := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer func() { _ = ln.Close() }()
+		addrs = append(addrs, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return addrs, nil
 }
 
 func envOr(getenv func(string) string, name, def string) string {
