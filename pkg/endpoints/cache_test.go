@@ -6,30 +6,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/hookline/hookline/pkg/bus"
 	"github.com/hookline/hookline/pkg/endpoints"
-	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/secretbox"
 	hooklinev1 "github.com/hookline/hookline/proto/hooklinev1"
 )
 
 func TestCacheFollowsBucket(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	kv := endpoints.NewTestKV(t)
 	ctx := t.Context()
-	kv, err := bus.EnsureEndpointsBucket(ctx, js, bus.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// One endpoint exists before the cache starts, one is added after.
 	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_a", TenantId: "acme", Url: "http://a", Version: 1}); err != nil {
 		t.Fatal(err)
@@ -98,18 +83,8 @@ func waitFor(t *testing.T, what string, f func() error) {
 
 func TestCacheOpensSealedSecrets(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	kv := endpoints.NewTestKV(t)
 	ctx := t.Context()
-	kv, err := bus.EnsureEndpointsBucket(ctx, js, bus.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	oldKey, newKey := secretbox.NewKey("old"), secretbox.NewKey("new")
 	writer, _ := secretbox.Parse(oldKey)
 	const cur, prev = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -155,18 +130,8 @@ func TestCacheOpensSealedSecrets(t *testing.T) {
 // once, without a watch running, and never goes back to an older one.
 func TestCacheRefresh(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	kv := endpoints.NewTestKV(t)
 	ctx := t.Context()
-	kv, err := bus.EnsureEndpointsBucket(ctx, js, bus.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cache := endpoints.NewCache(kv, slog.New(slog.DiscardHandler)) // no Run: only Get and Refresh fill it
 	if err := endpoints.Put(ctx, kv, &hooklinev1.Endpoint{Id: "ep_a", TenantId: "acme", Url: "http://a", Version: 1}); err != nil {
 		t.Fatal(err)
