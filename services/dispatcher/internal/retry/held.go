@@ -84,11 +84,17 @@ WHERE delivery_id IN (
 // oldest first (only those created before $3 when it is not null), with
 // their event, to rebuild each Delivery. The event is gone only with its
 // tenant.
+//
+// The time bound is written so that it bounds the scan of
+// deliveries_circuit_hold in a generic plan too (what the prepared
+// statement gets after its fifth execution): as ($3 IS NULL OR created_at <
+// $3) it was a filter there, and every sweep's look for rows past their
+// horizon read all of the endpoint's held rows (TestHeldDeliveriesReadIsBounded).
 const heldDeliveriesSQL = `
 SELECT d.id, d.tenant_id, d.event_id, d.created_at, coalesce(d.traceparent, ''),
        e.id IS NOT NULL, coalesce(e.type, ''), coalesce(e.data::text, ''), coalesce(e.ordering_key, ''), coalesce(e.accepted_at, d.created_at)
 FROM deliveries d LEFT JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id
-WHERE d.endpoint_id = $1 AND d.circuit_hold AND ($3::timestamptz IS NULL OR d.created_at < $3)
+WHERE d.endpoint_id = $1 AND d.circuit_hold AND d.created_at < coalesce($3::timestamptz, 'infinity')
 ORDER BY d.created_at
 LIMIT $2
 FOR UPDATE OF d SKIP LOCKED`

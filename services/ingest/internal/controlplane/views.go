@@ -124,6 +124,26 @@ type attemptView struct {
 	Succeeded    bool    `json:"succeeded"`
 }
 
+// listAttemptsSQL lists an endpoint's attempts newest first: $3 only
+// succeeded or only failed ones, $4 since (inclusive), $5 until
+// (exclusive), $6, $7 and $8 the cursor (the last started_at, delivery id
+// and attempt returned; $7 and $8 are ignored without $6), $9 the limit.
+// The time bounds stay bounds of attempts_endpoint_time (endpoint_id,
+// started_at) and prune the day partitions in a generic plan too, which a
+// prepared statement gets from its sixth execution on: written as ($6 IS
+// NULL OR ...), they were filters there, and each page read every attempt
+// of the endpoint newer than itself, in every partition.
+const listAttemptsSQL = `
+SELECT delivery_id, event_id, attempt, started_at, duration_ms, status_code, error, response_body, succeeded
+FROM attempts
+WHERE endpoint_id = $1 AND tenant_id = $2
+  AND ($3::boolean IS NULL OR succeeded = $3)
+  AND started_at >= coalesce($4::timestamptz, '-infinity')
+  AND started_at < coalesce($5::timestamptz, 'infinity')
+  AND (started_at, delivery_id, attempt) < (coalesce($6::timestamptz, 'infinity'), $7::text, $8::int)
+ORDER BY started_at DESC, delivery_id DESC, attempt DESC
+LIMIT $9`
+
 // listAttempts lists the endpoint's attempt log, newest first. since is
 // inclusive and until exclusive; the cursor holds the last row's start time
 // and "delivery_id/attempt".
@@ -169,16 +189,7 @@ func (a *API) listAttempts(w http.ResponseWriter, r *http.Request) error {
 		t := p.Cursor.Time
 		curT, curDelivery, curAttempt = &t, d, att
 	}
-	rows, err := a.pool.Query(r.Context(), `
-		SELECT delivery_id, event_id, attempt, started_at, duration_ms, status_code, error, response_body, succeeded
-		FROM attempts
-		WHERE endpoint_id = $1 AND tenant_id = $2
-		  AND ($3::boolean IS NULL OR succeeded = $3)
-		  AND ($4::timestamptz IS NULL OR started_at >= $4)
-		  AND ($5::timestamptz IS NULL OR started_at < $5)
-		  AND ($6::timestamptz IS NULL OR (started_at, delivery_id, attempt) < ($6, $7, $8))
-		ORDER BY started_at DESC, delivery_id DESC, attempt DESC
-		LIMIT $9`, e.ID, tenant, succeeded, since, until, curT, curDelivery, curAttempt, p.Limit+1)
+	rows, err := a.pool.Query(r.Context(), listAttemptsSQL, e.ID, tenant, succeeded, since, until, curT, curDelivery, curAttempt, p.Limit+1)
 	if err != nil {
 		return dbError("list attempts", err)
 	}

@@ -359,15 +359,11 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) error {
 	if lp.Cursor != nil {
 		curTime, curID = &lp.Cursor.Time, &lp.Cursor.ID
 	}
-	rows, err := s.pool.Query(r.Context(), `
-SELECT id, type, data::text, ordering_key, accepted_at FROM events
-WHERE tenant_id = $1
-  AND ($2::text IS NULL OR type = $2)
-  AND ($3::timestamptz IS NULL OR accepted_at >= $3)
-  AND ($4::timestamptz IS NULL OR accepted_at < $4)
-  AND ($5::timestamptz IS NULL OR (accepted_at, id) < ($5, $6::text))
-ORDER BY accepted_at DESC, id DESC
-LIMIT $7`, tenant, typ, since, until, curTime, curID, lp.Limit+1)
+	query, args := listEventsSQL, []any{tenant, since, until, curTime, curID, lp.Limit + 1}
+	if typ != nil {
+		query, args = listEventsOfTypeSQL, append(args, *typ)
+	}
+	rows, err := s.pool.Query(r.Context(), query, args...)
 	if err != nil {
 		return fmt.Errorf("list events: %w", err)
 	}
@@ -388,6 +384,31 @@ LIMIT $7`, tenant, typ, since, until, curTime, curID, lp.Limit+1)
 	httpapi.WriteJSON(w, http.StatusOK, httpapi.Page[eventJSON]{Data: page, NextCursor: next})
 	return nil
 }
+
+// listEventsSQL lists a tenant's events newest first: $2 since
+// (inclusive), $3 until (exclusive), $4 and $5 the cursor (the last
+// accepted_at and id returned), $6 the limit; each may be null but the
+// tenant and the limit. Every bound is a range on events_tenant_time
+// (tenant_id, accepted_at, id), written so that it stays one in a generic
+// plan, which a prepared statement gets from its sixth execution on: as ($4
+// IS NULL OR (accepted_at, id) < ($4, $5)) the cursor was a filter there,
+// and each page read every event newer than itself again (a tenant's
+// millionth event a million rows deep). listEventsOfTypeSQL adds type = $7,
+// on events_tenant_type_time.
+const (
+	listEventsSQL = `
+SELECT id, type, data::text, ordering_key, accepted_at FROM events
+WHERE tenant_id = $1` + eventBoundsSQL
+	listEventsOfTypeSQL = `
+SELECT id, type, data::text, ordering_key, accepted_at FROM events
+WHERE tenant_id = $1 AND type = $7` + eventBoundsSQL
+	eventBoundsSQL = `
+  AND accepted_at >= coalesce($2::timestamptz, '-infinity')
+  AND accepted_at < coalesce($3::timestamptz, 'infinity')
+  AND (accepted_at, id) < (coalesce($4::timestamptz, 'infinity'), coalesce($5::text, ''))
+ORDER BY accepted_at DESC, id DESC
+LIMIT $6`
+)
 
 type rejectedJSON struct {
 	ID         string  `json:"id"`
@@ -425,7 +446,7 @@ SELECT id, tenant_id, subject, event_type, event_id, reason, detail, size_bytes,
 FROM rejected_events
 WHERE ($1::text IS NULL OR tenant_id = $1)
   AND ($2::text IS NULL OR reason = $2)
-  AND ($3::timestamptz IS NULL OR (received_at, id) < ($3, $4::text))
+  AND (received_at, id) < (coalesce($3::timestamptz, 'infinity'), coalesce($4::text, ''))
 ORDER BY received_at DESC, id DESC
 LIMIT $5`, tenant, reason, curTime, curID, lp.Limit+1)
 	if err != nil {

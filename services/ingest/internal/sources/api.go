@@ -572,7 +572,7 @@ func (s *Service) listRejects(w http.ResponseWriter, r *http.Request) error {
 SELECT id, reason, detail, event_type, event_id, size_bytes, payload, received_at FROM rejected_events
 WHERE tenant_id = $1 AND subject = $2
   AND ($3::text IS NULL OR reason = $3)
-  AND ($4::timestamptz IS NULL OR (received_at, id) < ($4, $5::text))
+  AND (received_at, id) < (coalesce($4::timestamptz, 'infinity'), coalesce($5::text, ''))
 ORDER BY received_at DESC, id DESC
 LIMIT $6`, tenant, subject(id), reason, curT, curID, p.Limit+1)
 	if err != nil {

@@ -1,0 +1,58 @@
+package pgtest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// GenericPlanRowsRead runs query with args once under a generic plan, and
+// returns how many rows of table it read: those sequential scans read plus
+// those index scans fetched from the heap (index-only scans are not
+// counted), from pg_stat_xact_user_tables.
+//
+// A generic plan is what a prepared statement (pgx caches every query as
+// one per connection) gets from its sixth execution on when PostgreSQL
+// judges it no costlier than the custom plans before. It is planned without
+// the parameters' values, so a condition such as ($3 IS NULL OR x < $3)
+// cannot bound an index scan there: it is a filter, and the scan reads
+// every row the other bounds allow. The query runs in a transaction that is
+// rolled back, with plan_cache_mode = force_generic_plan.
+func GenericPlanRowsRead(t testing.TB, pool *pgxpool.Pool, table, query string, args ...any) int64 {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatalf("force a generic plan: %v", err)
+	}
+	// The view holds the backend's counts not yet flushed to the shared
+	// statistics (on PostgreSQL 15, earlier transactions' too): count the
+	// difference.
+	before := rowsRead(t, tx, table)
+	rows, err := tx.Query(ctx, query, args...)
+	if err != nil {
+		t.Fatalf("run the query: %v", err)
+	}
+	for rows.Next() {
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("run the query: %v", err)
+	}
+	return rowsRead(t, tx, table) - before
+}
+
+func rowsRead(t testing.TB, tx pgx.Tx, table string) int64 {
+	t.Helper()
+	var n int64
+	if err := tx.QueryRow(context.Background(), `SELECT coalesce(sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)), 0)
+FROM pg_stat_xact_user_tables WHERE relname = $1`, table).Scan(&n); err != nil {
+		t.Fatalf("read the rows read from %s: %v", table, err)
+	}
+	return n
+}
