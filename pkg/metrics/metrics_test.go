@@ -60,3 +60,16 @@ func TestHandlerExposesMetricsAndConsumerBacklog(t *testing.T) {
 		}
 	}
 }
+
+func TestNextCount(t *testing.T) {
+	for _, c := range []struct{ interval, took, want time.Duration }{
+		{10 * time.Second, 3 * time.Millisecond, 10 * time.Second},
+		{10 * time.Second, 200 * time.Millisecond, 10 * time.Second},
+		{10 * time.Second, time.Second, 50 * time.Second},
+		{30 * time.Second, 5 * time.Second, 250 * time.Second},
+	} {
+		if got := NextCount(c.interval, c.took); got != c.want {
+			t.Errorf("NextCount(%s, %s) = %s, want %s", c.interval, c.took, got, c.want)
+		}
+	}
+}

@@ -172,19 +172,21 @@ const (
 	pendingInterval = 30 * time.Second
 )
 
-// samplePending sets hookline_dead_letters_pending every interval until ctx
-// ends. The count is cluster-wide: every replica reports the same number.
+// samplePending sets hookline_dead_letters_pending every interval, or less
+// often when counting is slow (metrics.NextCount), until ctx ends. The
+// count is cluster-wide: every replica reports the same number.
 func (s *service) samplePending(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
+		start := time.Now()
 		if n, err := s.countPending(ctx); err == nil {
 			s.metrics.DeadLettersPending.Set(float64(n))
 		} else if ctx.Err() == nil {
 			s.log.Debug("count pending dead letters", "err", err)
 		}
+		t := time.NewTimer(metrics.NextCount(interval, time.Since(start)))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}

@@ -280,36 +280,47 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// sampleGauges sets the open-circuit, blocked-key and held-delivery gauges
-// every metricsInterval until ctx ends. Blocked keys and held deliveries are
-// counted cluster-wide (every replica reports the same number).
+// sampleGauges sets the open-circuit gauge every metricsInterval, and the
+// blocked-key and held-delivery gauges as often or, when counting them is
+// slow, less often (metrics.NextCount), until ctx ends. Blocked keys and
+// held deliveries are counted cluster-wide (every replica reports the same
+// number).
 func sampleGauges(ctx context.Context, pool *pgxpool.Pool, circuits *breaker.Circuits, m *metrics.Metrics, log *slog.Logger) {
 	t := time.NewTicker(metricsInterval)
 	defer t.Stop()
+	var nextCount time.Time
 	for {
 		m.BreakersOpen.Set(float64(circuits.OpenCount()))
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var n int64
-		err := pool.QueryRow(qctx, `SELECT count(*) FROM blocked_keys`).Scan(&n)
-		cancel()
-		if err == nil {
-			m.KeysBlocked.Set(float64(n))
-		} else if ctx.Err() == nil {
-			log.Debug("count blocked keys", "err", err)
-		}
-		qctx, cancel = context.WithTimeout(ctx, 5*time.Second)
-		held, err := retry.CountHeld(qctx, pool)
-		cancel()
-		if err == nil {
-			m.DeliveriesHeld.Set(float64(held))
-		} else if ctx.Err() == nil {
-			log.Debug("count held deliveries", "err", err)
+		if start := time.Now(); !start.Before(nextCount) {
+			countGauges(ctx, pool, m, log)
+			nextCount = start.Add(metrics.NextCount(metricsInterval, time.Since(start)))
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// countGauges counts the blocked keys and the held deliveries.
+func countGauges(ctx context.Context, pool *pgxpool.Pool, m *metrics.Metrics, log *slog.Logger) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	var n int64
+	err := pool.QueryRow(qctx, `SELECT count(*) FROM blocked_keys`).Scan(&n)
+	cancel()
+	if err == nil {
+		m.KeysBlocked.Set(float64(n))
+	} else if ctx.Err() == nil {
+		log.Debug("count blocked keys", "err", err)
+	}
+	qctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	held, err := retry.CountHeld(qctx, pool)
+	cancel()
+	if err == nil {
+		m.DeliveriesHeld.Set(float64(held))
+	} else if ctx.Err() == nil {
+		log.Debug("count held deliveries", "err", err)
 	}
 }
 

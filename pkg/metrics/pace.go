@@ -1,0 +1,20 @@
+package metrics
+
+import "time"
+
+// countShare is the most of its time a gauge sampler may spend counting:
+// one part in countShare.
+const countShare = 50
+
+// NextCount says how long a gauge sampler that counts rows waits before
+// its next count, given that the last one took took: interval, or longer
+// when counting is slow, so that a replica spends at most one part in 50
+// of its time (of a PostgreSQL backend's) counting. The counts that grow
+// with an incident (deliveries held for an open circuit, pending dead
+// letters) read every row they count: at a few million rows, a count every
+// 10 s on every replica would add load to a database already busy with the
+// incident. A count that failed (a timeout, say) waits as long as one that
+// took as long.
+func NextCount(interval, took time.Duration) time.Duration {
+	return max(interval, countShare*took)
+}
