@@ -338,7 +338,7 @@ func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request) error {
 	}
 	after := cursorArgs(p.Cursor)
 	rows, err := a.pool.Query(r.Context(), `SELECT `+endpointColumns+` FROM endpoints
-		WHERE tenant_id = $1 AND deleted_at IS NULL AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+		WHERE tenant_id = $1 AND deleted_at IS NULL AND (created_at, id) > (coalesce($2::timestamptz, '-infinity'), $3::text)
 		ORDER BY created_at, id LIMIT $4`, tenant, after.t, after.id, p.Limit+1)
 	if err != nil {
 		return dbError("list endpoints", err)

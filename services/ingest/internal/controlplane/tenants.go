@@ -85,7 +85,7 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) error {
 	after := cursorArgs(p.Cursor)
 	rows, err := a.pool.Query(r.Context(), `
 		SELECT id, name, created_at FROM tenants
-		WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2)
+		WHERE (created_at, id) > (coalesce($1::timestamptz, '-infinity'), $2::text)
 		ORDER BY created_at, id LIMIT $3`, after.t, after.id, p.Limit+1)
 	if err != nil {
 		return dbError("list tenants", err)
@@ -234,7 +234,7 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) error {
 	after := cursorArgs(p.Cursor)
 	rows, err := a.pool.Query(r.Context(), `
 		SELECT id, name, created_at, revoked_at FROM api_keys
-		WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+		WHERE tenant_id = $1 AND (created_at, id) > (coalesce($2::timestamptz, '-infinity'), $3::text)
 		ORDER BY created_at, id LIMIT $4`, tenant, after.t, after.id, p.Limit+1)
 	if err != nil {
 		return dbError("list API keys", err)

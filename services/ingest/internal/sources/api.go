@@ -362,7 +362,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 		curT, curID = &p.Cursor.Time, &p.Cursor.ID
 	}
 	rows, err := s.pool.Query(r.Context(), `SELECT `+sourceColumns+` FROM sources
-		WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::text))
+		WHERE tenant_id = $1 AND (created_at, id) > (coalesce($2::timestamptz, '-infinity'), coalesce($3::text, ''))
 		ORDER BY created_at, id LIMIT $4`, tenant, curT, curID, p.Limit+1)
 	if err != nil {
 		return fmt.Errorf("list sources: %w", err)
