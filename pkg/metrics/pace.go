@@ -7,7 +7,7 @@ import "time"
 const countShare = 50
 
 // NextCount says how long a gauge sampler that counts rows waits before
-// its next count, given that the last one took took: interval, or longer
+// its next count, given how long the last one took: interval, or longer
 // when counting is slow, so that a replica spends at most one part in 50
 // of its time (of a PostgreSQL backend's) counting. The counts that grow
 // with an incident (deliveries held for an open circuit, pending dead

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ ANALYZE attempts`); err != nil {
 	}
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(i int) *time.Time { v := base.Add(time.Duration(i) * time.Second); return &v }
-	dlv := func(i int) string { return "dlv_" + pad5(i) }
+	dlv := func(i int) string { return fmt.Sprintf("dlv_%05d", i) }
 	var none *time.Time
 	var either *bool
 	yes := true
@@ -67,13 +68,4 @@ ANALYZE attempts`); err != nil {
 			t.Errorf("%s: read %d attempts under a generic plan for a page of %d", c.name, n, len(c.want))
 		}
 	}
-}
-
-func pad5(i int) string {
-	s := []byte("00000")
-	for p := 4; p >= 0 && i > 0; p-- {
-		s[p] = byte('0' + i%10)
-		i /= 10
-	}
-	return string(s)
 }

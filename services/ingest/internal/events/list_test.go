@@ -1,6 +1,7 @@
 package events
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ ANALYZE events`); err != nil {
 		t.Fatal(err)
 	}
 	at := func(i int) time.Time { return base.Add(time.Duration(i) * time.Second) }
-	id := func(i int) string { return "evt_" + pad5(i) }
+	id := func(i int) string { return fmt.Sprintf("evt_%05d", i) }
 	deepCursor, deepID := at(200), id(200)
 	var none *time.Time
 	var noID *string
@@ -72,12 +73,3 @@ ANALYZE events`); err != nil {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func pad5(i int) string {
-	s := []byte("00000")
-	for p := 4; p >= 0 && i > 0; p-- {
-		s[p] = byte('0' + i%10)
-		i /= 10
-	}
-	return string(s)
-}
