@@ -56,3 +56,26 @@ FROM pg_stat_xact_user_tables WHERE relname = $1`, table).Scan(&n); err != nil {
 	}
 	return n
 }
+
+// FirstColumn runs query with args and returns the first column of its
+// rows, which must be text.
+func FirstColumn(t testing.TB, pool *pgxpool.Pool, query string, args ...any) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), query, args...)
+	if err != nil {
+		t.Fatalf("run the query: %v", err)
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var first string
+		dest := make([]any, len(r.FieldDescriptions()))
+		dest[0] = &first
+		for i := 1; i < len(dest); i++ {
+			dest[i] = new(any)
+		}
+		return first, r.Scan(dest...)
+	})
+	if err != nil {
+		t.Fatalf("read the query's rows: %v", err)
+	}
+	return got
+}

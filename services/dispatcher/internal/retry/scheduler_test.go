@@ -302,21 +302,7 @@ ANALYZE deliveries`); err != nil {
 		t.Errorf("reading the oldest held row (the probe) read %d rows of deliveries, want about 1", n)
 	}
 	// Still correct: every held row is older than now, the oldest first.
-	rows, err := pool.Query(ctx, heldDeliveriesSQL, "ep_down", 2, time.Now().Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for rows.Next() {
-		vals, err := rows.Values()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, vals[0].(string))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := pgtest.FirstColumn(t, pool, heldDeliveriesSQL, "ep_down", 2, time.Now().Add(time.Minute))
 	if want := []string{"dlv_down_3000", "dlv_down_2999"}; !slices.Equal(got, want) {
 		t.Errorf("held rows before a minute from now, oldest 2: %v, want %v", got, want)
 	}

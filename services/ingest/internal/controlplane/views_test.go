@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/hookline/hookline/pkg/pgtest"
 )
 
@@ -47,21 +45,7 @@ ANALYZE attempts`); err != nil {
 		{"succeeded, deep cursor", []any{"ep_1", "acme", &yes, none, none, at(200), dlv(200), 1, 2}, []string{dlv(198), dlv(196)}},
 	}
 	for _, c := range cases {
-		rows, err := pool.Query(ctx, listAttemptsSQL, c.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
-			vals, err := r.Values()
-			if err != nil {
-				return "", err
-			}
-			return vals[0].(string), nil
-		})
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		if !slices.Equal(got, c.want) {
+		if got := pgtest.FirstColumn(t, pool, listAttemptsSQL, c.args...); !slices.Equal(got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
 		}
 		if n := pgtest.GenericPlanRowsRead(t, pool, "attempts_default", listAttemptsSQL, c.args...); n > 10 {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/hookline/hookline/pkg/pgtest"
 )
 
@@ -49,21 +47,7 @@ ANALYZE events`); err != nil {
 		{"type, newest", listEventsOfTypeSQL, []any{"acme", none, none, none, noID, 2, "rare.kind"}, []string{id(5000), id(4900)}},
 	}
 	for _, c := range cases {
-		rows, err := pool.Query(ctx, c.query, c.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
-			vals, err := r.Values()
-			if err != nil {
-				return "", err
-			}
-			return vals[0].(string), nil
-		})
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		if !slices.Equal(got, c.want) {
+		if got := pgtest.FirstColumn(t, pool, c.query, c.args...); !slices.Equal(got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
 		}
 		if n := pgtest.GenericPlanRowsRead(t, pool, "events", c.query, c.args...); n > 10 {
