@@ -34,7 +34,7 @@ func GenericPlanRowsRead(t testing.TB, pool *pgxpool.Pool, table, query string, 
 	// The view holds the backend's counts not yet flushed to the shared
 	// statistics (on PostgreSQL 15, earlier transactions' too): count the
 	// difference.
-	before := rowsRead(t, tx, table)
+	before := RowsRead(t, tx, table)
 	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		t.Fatalf("run the query: %v", err)
@@ -44,10 +44,13 @@ func GenericPlanRowsRead(t testing.TB, pool *pgxpool.Pool, table, query string, 
 	if err := rows.Err(); err != nil {
 		t.Fatalf("run the query: %v", err)
 	}
-	return rowsRead(t, tx, table) - before
+	return RowsRead(t, tx, table) - before
 }
 
-func rowsRead(t testing.TB, tx pgx.Tx, table string) int64 {
+// RowsRead returns how many rows of table tx's backend has read so far (see
+// [GenericPlanRowsRead]); the difference of two calls in one transaction is
+// what the statements between them read.
+func RowsRead(t testing.TB, tx pgx.Tx, table string) int64 {
 	t.Helper()
 	var n int64
 	if err := tx.QueryRow(context.Background(), `SELECT coalesce(sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)), 0)

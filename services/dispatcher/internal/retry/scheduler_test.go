@@ -307,3 +307,59 @@ ANALYZE deliveries`); err != nil {
 		t.Errorf("held rows before a minute from now, oldest 2: %v, want %v", got, want)
 	}
 }
+
+// TestHeldLookupsKeepToTheirIndexes: the sweep's list of endpoints with held
+// deliveries and the held-deliveries gauge have no parameters, so a
+// connection plans each once and keeps the plan. Planned while deliveries
+// was empty, they went on reading the whole table at every sweep (two a
+// second) as it grew, until something analyzed it; they must read only
+// what their partial indexes hold.
+func TestHeldLookupsKeepToTheirIndexes(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1 // one connection, so the plans made first are the ones used later
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pool.Exec(ctx, `ALTER TABLE deliveries SET (autovacuum_enabled = false)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `VACUUM ANALYZE deliveries, delivery_retries`); err != nil {
+		t.Fatal(err)
+	}
+	if eps, err := heldEndpoints(ctx, pool); err != nil || len(eps) != 0 {
+		t.Fatalf("endpoints with held deliveries, none stored: %v, %v", eps, err)
+	}
+	wantHeld(t, pool, 0)
+
+	if _, err := pool.Exec(ctx, `
+INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, circuit_hold)
+SELECT 'dlv_ok_' || i, 'acme', 'evt_' || i, 'ep_ok', 'succeeded', false FROM generate_series(1, 20000) i;
+INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, circuit_hold)
+SELECT 'dlv_down_' || i, 'acme', 'evt_' || i, 'ep_down', 'pending', true FROM generate_series(1, 3) i`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	before := pgtest.RowsRead(t, tx, "deliveries")
+	eps, err := heldEndpoints(ctx, tx)
+	if err != nil || !slices.Equal(eps, []string{"ep_down"}) {
+		t.Fatalf("endpoints with held deliveries: %v, %v; want [ep_down]", eps, err)
+	}
+	n, err := CountHeld(ctx, tx)
+	if err != nil || n != 3 {
+		t.Fatalf("CountHeld = %d, %v; want 3", n, err)
+	}
+	if read := pgtest.RowsRead(t, tx, "deliveries") - before; read > 10 {
+		t.Errorf("listing the endpoints with held deliveries and counting them read %d rows of deliveries (20,003), want the 3 held at most", read)
+	}
+}
