@@ -110,6 +110,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			m.WatchConsumers(workCtx, js, []metrics.ConsumerRef{{Stream: bus.StreamDead, Consumer: bus.ConsumerDeadletter}}, consumerMetricsInterval, log)
 		})
 		wg.Go(func() { svc.samplePending(workCtx, pendingInterval) })
+		wg.Go(func() { svc.settleReplays(workCtx) })
 		wg.Wait()
 	}()
 
@@ -173,24 +174,16 @@ const (
 )
 
 // samplePending sets hookline_dead_letters_pending every interval, or less
-// often when counting is slow (metrics.NextCount), until ctx ends. The
-// count is cluster-wide: every replica reports the same number.
+// often when counting is slow (metrics.Paced), until ctx ends. The count is
+// cluster-wide: every replica reports the same number.
 func (s *service) samplePending(ctx context.Context, interval time.Duration) {
-	for {
-		start := time.Now()
+	metrics.Paced(ctx, interval, func(ctx context.Context) {
 		if n, err := s.countPending(ctx); err == nil {
 			s.metrics.DeadLettersPending.Set(float64(n))
 		} else if ctx.Err() == nil {
 			s.log.Debug("count pending dead letters", "err", err)
 		}
-		t := time.NewTimer(metrics.NextCount(interval, time.Since(start)))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // countPending counts the dead letters neither resolved nor discarded.
