@@ -36,8 +36,11 @@ SELECT replay_id FROM r WHERE replay_id IS NOT NULL`
 // settleSQL settles up to $2 items of replay $1 whose delivery has reached
 // succeeded or dead: it records that outcome on each and adds them to the
 // replay's counts, in one statement, so that a read (replayFrom) sees an
-// item either among the unsettled, joined to its delivery, or in the
-// replay's counts, never both. SKIP LOCKED keeps concurrent settlers (every
+// item either among the unsettled, looked up with its delivery, or in the
+// replay's counts, never both. Each item's delivery is looked up by key, as
+// in replayFrom, so that no statistics can make it a scan of all
+// deliveries (the filter's lookup, and again the outcome's for the items
+// taken). SKIP LOCKED keeps concurrent settlers (every
 // replica runs one) off each other's items; each statement locks the one
 // replay row last, as the replay runner does after its item, so they cannot
 // deadlock. The items are updated where due found and locked them (ctid:
@@ -45,10 +48,10 @@ SELECT replay_id FROM r WHERE replay_id IS NOT NULL`
 // number of items settled, or no row for none.
 const settleSQL = `
 WITH due AS (
-    SELECT ri.ctid, dv.status
-      FROM replay_items ri JOIN deliveries dv ON dv.id = ri.delivery_id
+    SELECT ri.ctid, (SELECT dv.status FROM deliveries dv WHERE dv.id = ri.delivery_id) AS status
+      FROM replay_items ri
      WHERE ri.replay_id = $1 AND ri.delivery_id IS NOT NULL AND ri.outcome IS NULL
-       AND dv.status IN ('succeeded', 'dead')
+       AND (SELECT dv.status FROM deliveries dv WHERE dv.id = ri.delivery_id) IN ('succeeded', 'dead')
      LIMIT $2
        FOR UPDATE OF ri SKIP LOCKED
 ), settled AS (
