@@ -1,6 +1,9 @@
 package metrics
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // countShare is the most of its time a gauge sampler may spend counting:
 // one part in countShare.
@@ -17,4 +20,22 @@ const countShare = 50
 // took as long.
 func NextCount(interval, took time.Duration) time.Duration {
 	return max(interval, countShare*took)
+}
+
+// Paced calls fn now and again after each call, NextCount(interval, the
+// time fn took) later, until ctx ends: for background work whose cost grows
+// with what it reads (counts, sweeps), so that it takes at most one part in
+// 50 of the time however slow it gets.
+func Paced(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	for {
+		start := time.Now()
+		fn(ctx)
+		t := time.NewTimer(NextCount(interval, time.Since(start)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -12,7 +12,7 @@ import (
 
 // TestReplayCountsSettle: a replay's succeeded and failed are exact before
 // and after its items are settled, concurrent settlers count each item
-// once, and once settled a read joins only the items still on their way.
+// once, and once settled a read looks up only the deliveries still on their way.
 func TestReplayCountsSettle(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)

@@ -36,7 +36,7 @@ const (
 // statement has no parameters, and a plan made while deliveries was empty
 // read the whole table at every count, 60,009 rows for 3 held in
 // TestHeldLookupsKeepToTheirIndexes).
-func CountHeld(ctx context.Context, db store.Beginner) (int64, error) {
+func CountHeld(ctx context.Context, db Beginner) (int64, error) {
 	var n int64
 	err := store.ReadByIndex(ctx, db, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM deliveries WHERE circuit_hold)
@@ -172,7 +172,7 @@ func (s *Scheduler) Sweep(ctx context.Context) error {
 // a plan made while deliveries was empty read the whole table at every
 // sweep, two a second (143 ms at 110,000 deliveries in the bench's
 // failing-1, whose tables are analyzed empty).
-func heldEndpoints(ctx context.Context, db store.Beginner) ([]string, error) {
+func heldEndpoints(ctx context.Context, db Beginner) ([]string, error) {
 	eps, err := store.StringsByIndex(ctx, db, heldEndpointsSQL)
 	if err != nil {
 		return nil, fmt.Errorf("list endpoints with held deliveries: %w", err)
